@@ -1,0 +1,174 @@
+"""Settings from one environ.Env(); with nothing set, the embedded PostgreSQL and Redis (see app/embedded.py)."""
+
+import sys
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+DATA_DIR = Path(env.str("EMBEDDED_DATA_DIR", default=str(BASE_DIR / ".data")))
+if (BASE_DIR / ".env").exists():
+    env.read_env(str(BASE_DIR / ".env"))
+
+EMBEDDED = not env.str("DATABASE_URL", default="")
+DEBUG = env.bool("DEBUG", default=EMBEDDED)
+RUNNING_TESTS = "pytest" in sys.modules
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not (DEBUG or EMBEDDED or RUNNING_TESTS):
+        raise ImproperlyConfigured("Set SECRET_KEY (required when DATABASE_URL points at a production database).")
+    SECRET_KEY = "insecure-local-only-key"
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "django_celery_beat",
+    "users",
+    "orders",
+    "integrations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "app.urls"
+WSGI_APPLICATION = "app.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+if EMBEDDED:
+    # pgserver listens on a unix socket inside .data/ (never SQLite: the sync engine relies on SKIP LOCKED).
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "postgres",
+            "USER": "postgres",
+            "HOST": str(DATA_DIR / "pg"),
+        }
+    }
+else:
+    DATABASES = {"default": env.db_url("DATABASE_URL")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+DATABASES["default"].setdefault("TEST", {})
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "users.User"
+
+EMBEDDED_REDIS_SOCKET = DATA_DIR / "redis.sock"
+REDIS_URL = env.str("REDIS_URL", default=f"unix://{EMBEDDED_REDIS_SOCKET}")
+CELERY_BROKER_URL = env.str(
+    "CELERY_BROKER_URL",
+    default=REDIS_URL.replace("unix://", "redis+socket://", 1) if REDIS_URL.startswith("unix://") else REDIS_URL,
+)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "app.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Shop sync API",
+    "DESCRIPTION": "Customers and orders, kept in sync with Bitrix24 and n8n.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Celery (DESIGN §7): late acks, no prefetch hoarding, JSON only, hard limit well below the visibility timeout.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# Integrations (DESIGN §6).
+BITRIX_ENABLED = env.bool("BITRIX_ENABLED", default=False)
+BITRIX_WEBHOOK_URL = env.str("BITRIX_WEBHOOK_URL", default="")
+BITRIX_WEBHOOK_TOKEN = env.str("BITRIX_WEBHOOK_TOKEN", default="")
+BITRIX_APPLICATION_TOKEN = env.str("BITRIX_APPLICATION_TOKEN", default="")
+BITRIX_ORIGINATOR_ID = env.str("BITRIX_ORIGINATOR_ID", default="django-orders")
+BITRIX_RATE_LIMIT = env.str("BITRIX_RATE_LIMIT", default="2/50")
+BITRIX_TIMEOUT = env.tuple("BITRIX_TIMEOUT", cast=float, default=(5.0, 65.0))  # connect, read seconds
+BITRIX_STAGE_MAP = env.dict(
+    "BITRIX_STAGE_MAP",
+    default={
+        "new": "NEW",
+        "confirmed": "PREPARATION",
+        "in_progress": "EXECUTING",
+        "done": "WON",
+        "cancelled": "LOSE",
+    },
+)
+N8N_ENABLED = env.bool("N8N_ENABLED", default=False)
+N8N_WEBHOOK_URL = env.str("N8N_WEBHOOK_URL", default="")
+N8N_WEBHOOK_SECRET = env.str("N8N_WEBHOOK_SECRET", default="")
+SYNC_MAX_ATTEMPTS = env.int("SYNC_MAX_ATTEMPTS", default=10)
+SYNC_RETENTION_DAYS = env.int("SYNC_RETENTION_DAYS", default=90)
+SYNC_FAILED_RETENTION_DAYS = env.int("SYNC_FAILED_RETENTION_DAYS", default=365)
+SYNC_LEASE_SECONDS = env.int("SYNC_LEASE_SECONDS", default=120)
+SYNC_WAKEUP_ENABLED = env.bool("SYNC_WAKEUP_ENABLED", default=True)
+INBOUND_MAX_BODY_BYTES = env.int("INBOUND_MAX_BODY_BYTES", default=256 * 1024)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "app.logging.RedactSecretsFilter"}},
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line", "filters": ["redact"]}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from app import health
+from integrations.dashboard import dashboard_urls
+from integrations.metrics import metrics_view
+
+urlpatterns = [
+    path("admin/integrations/dashboard/", include(dashboard_urls)),
+    path("admin/", admin.site.urls),
+    path("health/", health.health, name="health"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/integrations/", include("integrations.api_urls")),
+    path("metrics", metrics_view, name="metrics"),
+    path("api/", include("users.urls")),
+    path("api/", include("orders.urls")),
+    path("", include("integrations.urls")),
+]

@@ -1,0 +1,99 @@
+"""n8n events/s to a local N8nReceiver: our outbox + dispatcher vs the django-webhook package (eager Celery task per
+event, a new requests.Session per POST). Both end to end: from the first order save to the last event received."""
+
+import time
+from decimal import Decimal
+
+from bench.report import Result
+
+
+def _receiver():
+    from integrations.sandbox.n8n import N8nReceiver
+
+    return N8nReceiver().start()  # no secret: it does not verify, so both sides pay the same receiver cost
+
+
+def _create_orders(user, n: int) -> None:
+    from orders import services
+
+    for i in range(n):
+        services.order_create(user=user, title=f"n8n {i}", amount=Decimal("5.00"))
+
+
+def baseline(user, n: int) -> dict:
+    from django_webhook.models import Webhook, WebhookTopic
+
+    from bench.django_setup import webhook_signals
+
+    receiver = _receiver()
+    webhook_signals(True)
+    try:
+        hook = Webhook.objects.create(url=receiver.url, active=True)
+        hook.topics.set(WebhookTopic.objects.filter(name="orders.Order/create"))
+        started = time.perf_counter()
+        _create_orders(user, n)
+        receiver.wait_for(lambda *a: len(receiver.requests) >= n, timeout=30)
+        elapsed = time.perf_counter() - started
+        got = len([r for r in receiver.requests if r.accepted])
+        return {"events": got, "seconds": elapsed, "rate": got / elapsed}
+    finally:
+        webhook_signals(False)
+        receiver.stop()
+
+
+def ours(user, n: int) -> dict:
+    from integrations import dispatcher
+    from integrations.clients.n8n import generate_secret
+    from integrations.models import Integration, IntegrationKind
+
+    receiver = _receiver()
+    try:
+        Integration.objects.create(
+            kind=IntegrationKind.N8N, name="n8n", endpoint=receiver.url, secret=generate_secret()
+        )
+        started = time.perf_counter()
+        _create_orders(user, n)
+        written = time.perf_counter() - started
+        dispatcher.drain(max_seconds=120)
+        elapsed = time.perf_counter() - started
+        got = len([r for r in receiver.requests if r.accepted])
+        return {"events": got, "seconds": elapsed, "rate": got / elapsed, "write_seconds": written}
+    finally:
+        receiver.stop()
+
+
+def run(ctx) -> list[Result]:
+    from bench.django_setup import make_user
+
+    n = ctx.size(60, 1000)
+    user = make_user(0, tag="n8n")
+    _create_orders(user, 5)  # warm-up
+    base = baseline(user, n)
+    mine = ours(user, n)
+    ctx.detail(
+        "n8n",
+        f"{n} order.created events. django-webhook {_version()} (PyPI, pinned in requirements-dev.txt) runs as-is: "
+        "its post_save receiver calls fire_webhook.delay(), executed eagerly (CELERY_TASK_ALWAYS_EAGER), which stores "
+        "a WebhookEvent and POSTs with a fresh requests.Session.\n"
+        f"- baseline: {base['events']} events in {base['seconds']:.2f} s.\n"
+        f"- ours: {mine['events']} events in {mine['seconds']:.2f} s "
+        f"(writes {mine['write_seconds']:.2f} s + dispatcher.drain {mine['seconds'] - mine['write_seconds']:.2f} s; "
+        "signed Standard Webhooks POST over a pooled session, one SyncAttempt per delivery).",
+    )
+    return [
+        Result(
+            metric="n8n events/s",
+            baseline=base["rate"],
+            ours=mine["rate"],
+            unit="events/s",
+            target="≥ 2×",
+            passed=mine["rate"] / base["rate"] >= 2,
+            note="end to end (save → received) for both; receiver does not verify signatures for either side.",
+        )
+    ]
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("django-webhook")

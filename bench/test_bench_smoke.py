@@ -1,0 +1,50 @@
+"""`python -m bench --smoke` runs every metric end to end in a subprocess and produces a number for each."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_smoke_suite_produces_every_metric(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert elapsed < 90
+    results = json.loads(out.with_suffix(".json").read_text())
+    metrics = {r["metric"].split(",")[0].split(" of ")[0]: r for r in results}
+    assert all(r["unit"] != "error" for r in results), [r["note"] for r in results if r["unit"] == "error"]
+    for result in results:
+        assert isinstance(result["ours"], (int, float)), result
+    expected = [
+        "order save",
+        "Bitrix deals/s",
+        "Bitrix calls for",
+        "n8n events/s",
+        "commit→delivered p50",
+        "commit→delivered p99",
+        "retention cleanup",
+        "retention longest batch",
+        "new-sync dispatch latency",
+        "inbound webhook",
+    ]
+    for name in expected:
+        assert any(r["metric"].startswith(name) for r in results), (name, list(metrics))
+    assert "SMOKE" in out.read_text()

@@ -1,0 +1,202 @@
+"""Operators' view: configuration (secrets masked), read-only history with attempts, links, inbound calls."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.contenttypes.admin import GenericTabularInline
+from django.utils import timezone
+
+from integrations import services
+from integrations.clients.n8n import generate_secret
+from integrations.masking import mask_endpoint, mask_secret
+from integrations.models import (
+    ExternalLink,
+    Heartbeat,
+    InboundWebhook,
+    Integration,
+    IntegrationKind,
+    IntegrationSync,
+    SyncAttempt,
+)
+
+
+class SecretInput(forms.PasswordInput):
+    """Never renders the stored value; leaving it empty keeps the current one."""
+
+    def __init__(self):
+        super().__init__(render_value=False, attrs={"placeholder": "unchanged unless you type a new value", "size": 80})
+
+
+class IntegrationForm(forms.ModelForm):
+    endpoint = forms.CharField(widget=SecretInput(), required=False, help_text="Webhook URL (secret, never shown).")
+    secret = forms.CharField(widget=SecretInput(), required=False, help_text="whsec_… ; empty = keep / generate.")
+
+    class Meta:
+        model = Integration
+        fields = ["kind", "name", "enabled", "endpoint", "secret", "event_filter", "rate_limit", "disabled_reason"]
+
+    def clean_endpoint(self):
+        value = self.cleaned_data.get("endpoint") or (self.instance.endpoint if self.instance.pk else "")
+        if not value:
+            raise forms.ValidationError("An endpoint URL is required.")
+        if not value.startswith(("http://", "https://")):
+            raise forms.ValidationError("The endpoint must be an http(s) URL.")
+        return value
+
+    def clean_secret(self):
+        value = self.cleaned_data.get("secret")
+        if value and not value.startswith("whsec_"):
+            raise forms.ValidationError("A signing secret starts with whsec_.")
+        return value or (self.instance.secret if self.instance.pk else "")
+
+
+@admin.register(Integration)
+class IntegrationAdmin(admin.ModelAdmin):
+    form = IntegrationForm
+    list_display = ["name", "kind", "enabled", "masked_endpoint", "masked_secret", "disabled_reason", "last_success_at"]
+    list_filter = ["kind", "enabled"]
+    readonly_fields = ["masked_endpoint", "masked_secret", "last_success_at", "last_failure_at", "consecutive_failures"]
+    actions = ["rotate_secret"]
+
+    @admin.display(description="endpoint")
+    def masked_endpoint(self, obj):
+        return mask_endpoint(obj.endpoint)
+
+    @admin.display(description="signing secret")
+    def masked_secret(self, obj):
+        return mask_secret(obj.secret)
+
+    def save_model(self, request, obj, form, change):
+        if obj.kind == IntegrationKind.N8N and not obj.secret:
+            obj.secret = generate_secret()
+            messages.warning(request, f"New signing secret (shown once, copy it to n8n now): {obj.secret}")
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Rotate signing secret (old one stays valid for 24 h)")
+    def rotate_secret(self, request, queryset):
+        for integration in queryset.filter(kind=IntegrationKind.N8N):
+            integration.previous_secret = integration.secret
+            integration.previous_secret_expires_at = timezone.now() + timezone.timedelta(hours=24)
+            integration.secret = generate_secret()
+            integration.save()
+            messages.warning(request, f"{integration.name}: new secret (shown once): {integration.secret}")
+
+
+class SyncAttemptInline(admin.TabularInline):
+    model = SyncAttempt
+    extra = 0
+    can_delete = False
+    fields = [
+        "number",
+        "started_at",
+        "duration_ms",
+        "outcome",
+        "http_status",
+        "error_class",
+        "error_message",
+        "request_summary",
+        "response_excerpt",
+        "worker",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(IntegrationSync)
+class IntegrationSyncAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "integration",
+        "object_label",
+        "event_type",
+        "sequence",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "remote_id",
+        "created_at",
+        "synced_at",
+    ]
+    list_filter = ["integration", "status", "event_type", "content_type", "created_at"]
+    search_fields = ["=object_id", "=event_id", "=remote_id"]
+    date_hierarchy = "created_at"
+    inlines = [SyncAttemptInline]
+    actions = ["retry_now", "replay"]
+    list_select_related = ["integration", "content_type"]
+    exclude = ["claim_token"]
+
+    @admin.display(description="object")
+    def object_label(self, obj):
+        return f"{obj.content_type.model}:{obj.object_id}"
+
+    @admin.action(description="Retry now (failed, dead, retrying or skipped rows)")
+    def retry_now(self, request, queryset):
+        count = 0
+        for sync in queryset.exclude(status__in=["synced", "superseded", "in_progress"]):
+            services.sync_retry_now(sync=sync)
+            count += 1
+        messages.info(request, f"{count} syncs scheduled now.")
+
+    @admin.action(description="Replay (deliver again with the same event id)")
+    def replay(self, request, queryset):
+        count = 0
+        for sync in queryset.exclude(status="in_progress"):
+            services.sync_replay(sync=sync)
+            count += 1
+        messages.info(request, f"{count} syncs replayed.")
+
+
+@admin.register(ExternalLink)
+class ExternalLinkAdmin(ReadOnlyAdmin):
+    list_display = ["integration", "content_type", "object_id", "remote_id", "created_at", "updated_at"]
+    list_filter = ["integration", "content_type"]
+    search_fields = ["=object_id", "=remote_id"]
+
+
+@admin.register(InboundWebhook)
+class InboundWebhookAdmin(ReadOnlyAdmin):
+    list_display = ["id", "received_at", "event", "remote_object", "authenticated", "status", "remote_addr"]
+    list_filter = ["status", "event", "authenticated", "received_at"]
+    search_fields = ["query", "body", "remote_object", "event"]
+    date_hierarchy = "received_at"
+
+
+@admin.register(Heartbeat)
+class HeartbeatAdmin(ReadOnlyAdmin):
+    list_display = ["name", "kind", "seen_at"]
+    list_filter = ["kind"]
+
+
+class SyncHistoryInline(GenericTabularInline):
+    """Sync history on the Order and User pages."""
+
+    model = IntegrationSync
+    ct_fk_field = "object_id"
+    extra = 0
+    can_delete = False
+    fields = [
+        "integration",
+        "event_type",
+        "sequence",
+        "status",
+        "attempts",
+        "remote_id",
+        "last_error",
+        "created_at",
+        "synced_at",
+    ]
+    readonly_fields = fields
+    ordering = ["-id"]
+    max_num = 0
+
+    def has_add_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,249 @@
+"""Operations API (staff only): status, sync history with attempts, inbound calls, retry one row."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from app.api import paginated_response
+from integrations import selectors, services
+from integrations.models import EventType, InboundStatus, InboundWebhook, IntegrationSync, SyncAttempt, SyncStatus
+
+
+class StaffApi(APIView):
+    """Anonymous → 401, authenticated non-staff → 403."""
+
+    permission_classes = [IsAdminUser]
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
+
+
+# Status
+
+
+class RateLimitSerializer(serializers.Serializer):
+    tokens = serializers.FloatField(required=False)
+    rate = serializers.FloatField(required=False)
+    burst = serializers.IntegerField(required=False)
+    error = serializers.CharField(required=False)
+
+
+class IntegrationStatusSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    enabled = serializers.BooleanField()
+    disabled_reason = serializers.CharField()
+    paused_until = serializers.DateTimeField(allow_null=True)
+    endpoint = serializers.CharField(help_text="Scheme and host only; the secret part is never shown.")
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text="Rows by sync status.")
+    open = serializers.IntegerField()
+    dead = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    oldest_pending_age_seconds = serializers.FloatField(allow_null=True)
+    consecutive_failures = serializers.IntegerField()
+    last_success_at = serializers.DateTimeField(allow_null=True)
+    last_failure_at = serializers.DateTimeField(allow_null=True)
+    rate_limit = RateLimitSerializer(allow_null=True, help_text="Shared Bitrix24 token bucket; null for n8n.")
+
+
+class WorkerSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    last_seen_at = serializers.DateTimeField()
+    last_seen_age_seconds = serializers.FloatField()
+    alive = serializers.BooleanField()
+    state = serializers.CharField()
+    pid = serializers.IntegerField(allow_null=True)
+    concurrency = serializers.IntegerField(allow_null=True)
+
+
+class BeatTaskSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    task = serializers.CharField()
+    every_seconds = serializers.IntegerField()
+    last_run_at = serializers.DateTimeField(allow_null=True)
+    age_seconds = serializers.FloatField(allow_null=True)
+    overdue = serializers.BooleanField(allow_null=True, help_text="null: never ran yet.")
+
+
+class BeatSerializer(serializers.Serializer):
+    alive = serializers.BooleanField()
+    last_seen_age_seconds = serializers.FloatField(allow_null=True)
+    tasks = BeatTaskSerializer(many=True)
+    note = serializers.CharField(required=False)
+
+
+class StatusSerializer(serializers.Serializer):
+    generated_at = serializers.DateTimeField()
+    integrations = IntegrationStatusSerializer(many=True)
+    workers = WorkerSerializer(many=True)
+    beat = BeatSerializer()
+    broker = inline_serializer(
+        "BrokerStatus",
+        {"reachable": serializers.BooleanField(), "queue_length": serializers.IntegerField(allow_null=True)},
+    )
+    settings = inline_serializer(
+        "IntegrationFlags", {"bitrix_enabled": serializers.BooleanField(), "n8n_enabled": serializers.BooleanField()}
+    )
+
+
+class IntegrationStatusApi(StaffApi):
+    @extend_schema(responses=StatusSerializer, summary="Sync status: integrations, workers, beat, broker")
+    def get(self, request):
+        return Response(StatusSerializer(selectors.operations_status()).data)
+
+
+# Sync history
+
+
+class AttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SyncAttempt
+        fields = (
+            "number",
+            "started_at",
+            "duration_ms",
+            "outcome",
+            "http_status",
+            "request_summary",
+            "response_excerpt",
+            "error_class",
+            "error_message",
+            "worker",
+        )
+
+
+class SyncSerializer(serializers.ModelSerializer):
+    integration_name = serializers.CharField(source="integration.name")
+    object_type = serializers.CharField()
+    event_name = serializers.CharField()
+    attempt_rows = AttemptSerializer(many=True, help_text="Every delivery try, oldest first.")
+
+    class Meta:
+        model = IntegrationSync
+        ref_name = "IntegrationSync"
+        fields = (
+            "id",
+            "integration",
+            "integration_name",
+            "object_type",
+            "object_id",
+            "event_type",
+            "event_name",
+            "event_id",
+            "sequence",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_error",
+            "remote_id",
+            "superseded_by",
+            "occurred_at",
+            "created_at",
+            "synced_at",
+            "updated_at",
+            "changes",
+            "payload",
+            "attempt_rows",
+        )
+
+
+def _validated_object(value: str) -> selectors.ObjectRef:
+    try:
+        return selectors.parse_object_ref(value)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError(exc.messages)
+
+
+EVENT_NAMES = list(EventType.values) + [f"{t}.{e}" for t in selectors.SYNCED_MODELS for e in EventType.values]
+
+
+class SyncListApi(StaffApi):
+    class FilterSerializer(serializers.Serializer):
+        object = serializers.CharField(required=False, help_text="e.g. order:41 or user:7")
+        integration = serializers.IntegerField(min_value=1, required=False)
+        status = serializers.ChoiceField(choices=SyncStatus.choices, required=False)
+        event = serializers.ChoiceField(choices=EVENT_NAMES, required=False, help_text="updated or order.updated")
+        since = serializers.DateTimeField(required=False, help_text="Rows created at or after (ISO 8601).")
+
+        def validate_object(self, value: str) -> selectors.ObjectRef:
+            return _validated_object(value)
+
+    @extend_schema(parameters=[FilterSerializer], responses=SyncSerializer(many=True), summary="Sync history")
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = filters.validated_data
+        rows = selectors.sync_list(
+            ref=data.get("object"),
+            integration_id=data.get("integration"),
+            status=data.get("status"),
+            event=data.get("event"),
+            since=data.get("since"),
+        )
+        return paginated_response(serializer_class=SyncSerializer, queryset=rows, request=request, view=self)
+
+
+class SyncRetryApi(StaffApi):
+    @extend_schema(
+        request=None,
+        responses={
+            200: SyncSerializer,
+            404: None,
+            409: inline_serializer("RetryRefused", {"detail": serializers.CharField()}),
+        },
+        summary="Deliver a failed, dead or waiting row now (same event id)",
+    )
+    def post(self, request, sync_id: int):
+        sync = get_object_or_404(IntegrationSync.objects.select_related("integration"), pk=sync_id)
+        reason = selectors.stale_state_retry_reason(sync)
+        if reason:
+            return Response({"detail": reason}, status=status.HTTP_409_CONFLICT)
+        row = services.sync_retry_now(sync=sync)
+        return Response(SyncSerializer(selectors.sync_list().get(pk=row.pk)).data)
+
+
+# Inbound
+
+
+class InboundSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InboundWebhook
+        ref_name = "InboundWebhook"
+        fields = (
+            "id",
+            "received_at",
+            "remote_addr",
+            "method",
+            "path",
+            "query",
+            "headers",
+            "content_type",
+            "body",
+            "body_truncated",
+            "authenticated",
+            "event",
+            "remote_object",
+            "dedupe_key",
+            "status",
+            "error",
+            "result",
+            "processed_at",
+        )
+
+
+class InboundListApi(StaffApi):
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=InboundStatus.choices, required=False)
+        event = serializers.CharField(max_length=100, required=False, help_text="e.g. ONCRMDEALUPDATE or ROBOT")
+        since = serializers.DateTimeField(required=False, help_text="Received at or after (ISO 8601).")
+
+    @extend_schema(parameters=[FilterSerializer], responses=InboundSerializer(many=True), summary="Inbound calls")
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        rows = selectors.inbound_list(**filters.validated_data)
+        return paginated_response(serializer_class=InboundSerializer, queryset=rows, request=request, view=self)

@@ -1,0 +1,218 @@
+"""Thin Bitrix24 inbound-webhook client: one HTTP call per method, typed outcome, no sleeping, retrying or raising."""
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import requests
+
+from integrations.clients.http import HttpResult, TimeoutSession, send
+from integrations.clients.params import encode_params
+
+MAX_BATCH = 50
+_METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
+_AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "EXPIRED_TOKEN", "INVALID_TOKEN", "WRONG_AUTH_TYPE"}
+_RATE_ERRORS = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}
+# error_class of the synthetic result when `acquire` returned False: nothing was sent.
+LOCAL_RATE_LIMIT = "LocalRateLimitTimeout"
+
+
+def mask_webhook_url(url: str) -> str:
+    """https://portal/rest/1/<code>/ -> https://portal/rest/1/***/ (anything unrecognised keeps only the host)."""
+    parts = urlsplit(url)
+    found = re.match(r"^/rest/(\d+)/", parts.path)
+    return (
+        f"{parts.scheme}://{parts.netloc}/rest/{found.group(1)}/***/"
+        if found
+        else f"{parts.scheme}://{parts.netloc}/***"
+    )
+
+
+@dataclass
+class BitrixResponse:
+    """One method call's outcome; error is the Bitrix error code ('' when none, also '' for legacy "Not found")."""
+
+    http: HttpResult
+    result: Any = None
+    error: str = ""
+    error_description: str = ""
+    time: dict[str, Any] = field(default_factory=dict)
+    total: int | None = None
+    next: int | None = None
+    has_result: bool = field(default=False, repr=False)  # the body was JSON with a `result` key
+
+    @classmethod
+    def from_http(cls, http: HttpResult) -> Self:
+        if http.error_class == LOCAL_RATE_LIMIT:
+            return cls(http=http, error="QUERY_LIMIT_EXCEEDED", error_description=http.error)
+        body = http.json() if http.status is not None else None
+        if not isinstance(body, dict):
+            return cls(http=http)  # transport failure or a non-JSON page (e.g. an HTML 500)
+        return cls(
+            has_result="result" in body,
+            http=http,
+            result=body.get("result"),
+            error=str(body.get("error") or ""),
+            error_description=str(body.get("error_description") or ""),
+            time=body.get("time") if isinstance(body.get("time"), dict) else {},
+            total=_int_or_none(body.get("total")),
+            next=_int_or_none(body.get("next")),
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.http.ok and self.has_result and not self.error and not self.error_description
+
+    @property
+    def transport_error(self) -> bool:
+        """No HTTP response at all (connect failure, timeout, dropped connection)."""
+        return self.http.status is None
+
+    @property
+    def maybe_applied(self) -> bool:
+        """The outcome is unknown: a create must be looked up remotely before it is retried."""
+        return self.http.maybe_applied
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.error in _RATE_ERRORS or self.http.status == 429
+
+    @property
+    def auth_failed(self) -> bool:
+        return self.http.status == 401 or self.error.upper() in _AUTH_ERRORS
+
+    @property
+    def not_found(self) -> bool:
+        return self.error == "NOT_FOUND" or (self.http.status == 400 and "not found" in self.error_description.lower())
+
+    @property
+    def server_error(self) -> bool:
+        """A 5xx that is not a rate limit: worth retrying later."""
+        return self.http.status is not None and self.http.status >= 500 and not self.rate_limited
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds to wait, from a Retry-After header or OPERATION_TIME_LIMIT's operating_reset_at; None if unknown."""
+        header = self.http.headers.get("retry-after")
+        if header:
+            return _parse_retry_after(header)
+        reset_at = self.time.get("operating_reset_at")
+        if self.error == "OPERATION_TIME_LIMIT" and isinstance(reset_at, int | float):
+            return max(0.0, float(reset_at) - time.time())
+        return None
+
+
+@dataclass
+class BatchResponse(BitrixResponse):
+    """batch outcome; per-command maps are keyed by the caller's command keys."""
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return self._section("result")
+
+    @property
+    def errors(self) -> dict[str, dict[str, Any]]:
+        return self._section("result_error")
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        return self._section("result_total")
+
+    @property
+    def nexts(self) -> dict[str, Any]:
+        return self._section("result_next")
+
+    def _section(self, name: str) -> dict[str, Any]:
+        # PHP encodes an empty map as [] and keys 0..n-1 as a list, so normalise to str-keyed dicts.
+        value = self.result.get(name) if isinstance(self.result, dict) else None
+        if isinstance(value, list):
+            return {str(i): v for i, v in enumerate(value)}
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+class PagedList(list):
+    """list_all's rows; complete is False when a page failed, and failure holds that page's response."""
+
+    complete: bool = True
+    failure: BitrixResponse | None = None
+
+
+class BitrixClient:
+    """POSTs JSON to <webhook_url><method>.json; `acquire` (the shared rate limiter) runs before each request."""
+
+    def __init__(
+        self,
+        webhook_url: str,
+        session: requests.Session | None = None,
+        acquire: Callable[[], Any] | None = None,
+    ):
+        self._webhook_url = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
+        self.session = session or TimeoutSession(5, 65)
+        self.acquire = acquire
+
+    def __repr__(self) -> str:
+        return f"BitrixClient({self.masked_url})"
+
+    @property
+    def masked_url(self) -> str:
+        return mask_webhook_url(self._webhook_url)
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> BitrixResponse:
+        """One REST call."""
+        return BitrixResponse.from_http(self._post(method, params or {}))
+
+    def batch(self, commands: dict[str, tuple[str, dict[str, Any]]], halt: bool = False) -> BatchResponse:
+        """Up to 50 commands in one request (one against the rate limit); values may hold $result[key][FIELD]."""
+        if len(commands) > MAX_BATCH:
+            raise ValueError(f"batch takes at most {MAX_BATCH} commands, got {len(commands)}")
+        for method, _ in commands.values():
+            _check_method(method)
+        cmd = {key: f"{method}?{encode_params(params)}" for key, (method, params) in commands.items()}
+        return BatchResponse.from_http(self._post("batch", {"halt": 1 if halt else 0, "cmd": cmd}))
+
+    def list_all(self, method: str, params: dict[str, Any] | None = None) -> PagedList:
+        """Every page of a *.list method, one call per page; stops early (complete=False) on the first failed page."""
+        rows, start = PagedList(), 0
+        while True:
+            page = self.call(method, {**(params or {}), "start": start})
+            if not page.ok or not isinstance(page.result, list):
+                rows.complete, rows.failure = False, page
+                return rows
+            rows.extend(page.result)
+            if page.next is None or page.next <= start:
+                return rows
+            start = page.next
+
+    def _post(self, method: str, payload: dict[str, Any]) -> HttpResult:
+        _check_method(method)
+        # A limiter that explicitly answers False (no token in time) vetoes the request instead of being ignored.
+        if self.acquire is not None and self.acquire() is False:
+            return HttpResult(status=None, error_class=LOCAL_RATE_LIMIT, error="local rate limiter gave no token")
+        return send(self.session, "POST", f"{self._webhook_url}{method}.json", json=payload)
+
+
+def _check_method(method: str) -> None:
+    if not _METHOD.match(method):
+        raise ValueError(f"invalid Bitrix method name {method!r}")
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _parse_retry_after(header: str) -> float | None:
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(header).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,97 @@
+"""The one outgoing HTTP session: every request has a timeout, and transport failures become results, not exceptions."""
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+EXCERPT_BYTES = 2048
+
+
+@dataclass
+class HttpResult:
+    """What one HTTP exchange produced. status is None when no response arrived."""
+
+    status: int | None
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    duration_ms: int = 0
+    error_class: str = ""
+    error: str = ""
+    # True when the request may have reached the server although no answer came back (read timeout, reset):
+    # the outcome is unknown and a create must be looked up remotely before it is retried.
+    maybe_applied: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def excerpt(self) -> str:
+        return self.body[:EXCERPT_BYTES].decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        import json
+
+        try:
+            return json.loads(self.body or b"null")
+        except ValueError:
+            return None
+
+
+class TimeoutSession(requests.Session):
+    """A requests session that refuses to send without a (connect, read) timeout."""
+
+    def __init__(self, connect: float = 5.0, read: float = 15.0, pool_size: int = 20):
+        super().__init__()
+        self.default_timeout = (connect, read)
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def request(self, method, url, **kwargs):  # noqa: D401 - requests signature
+        kwargs["timeout"] = kwargs.get("timeout") or self.default_timeout
+        return super().request(method, url, **kwargs)
+
+
+def send(session: requests.Session, method: str, url: str, **kwargs) -> HttpResult:
+    """Perform one request; never raises for HTTP statuses or transport errors."""
+    started = time.monotonic()
+    try:
+        response = session.request(method, url, **kwargs)
+    except requests.exceptions.ConnectTimeout as exc:
+        return _failure(started, exc, maybe_applied=False)
+    except requests.exceptions.ReadTimeout as exc:
+        return _failure(started, exc, maybe_applied=True)
+    except requests.exceptions.ConnectionError as exc:
+        # Refused/unresolvable never reached the server; a reset or a dropped connection may have.
+        text = str(exc)
+        not_sent = any(s in text for s in ("NewConnectionError", "Connection refused", "Name or service"))
+        return _failure(started, exc, maybe_applied=not not_sent)
+    except requests.exceptions.RequestException as exc:
+        return _failure(started, exc, maybe_applied=False)
+    return HttpResult(
+        status=response.status_code,
+        body=response.content,
+        headers={k.lower(): v for k, v in response.headers.items()},
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+def _failure(started: float, exc: Exception, *, maybe_applied: bool) -> HttpResult:
+    return HttpResult(
+        status=None,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        error_class=type(exc).__name__,
+        error=_strip_urls(str(exc))[:500],
+        maybe_applied=maybe_applied,
+    )
+
+
+def _strip_urls(text: str) -> str:
+    """Exception texts quote the URL (with the webhook code): keep only host-free wording."""
+    from app.logging import redact
+
+    return redact(text)

@@ -1,0 +1,71 @@
+"""Claim → deliver (outside any transaction) → complete. Used by the Celery tasks and `process_syncs`."""
+
+import logging
+import time
+
+from django.utils import timezone
+
+from integrations import services
+from integrations.models import DUE_STATUSES, Integration, IntegrationSync, SyncStatus
+from integrations.policy import Verdict
+from integrations.targets import target_for
+from integrations.targets.base import Outcome
+
+log = logging.getLogger("integrations.worker")
+DATA_ERRORS = (TypeError, ValueError, KeyError, AttributeError)
+
+
+def dispatch_once(integration_id: int, *, limit: int = 50) -> int:
+    """One claim-and-deliver round for one integration; returns how many rows were handled."""
+    integration = Integration.objects.filter(pk=integration_id).first()
+    if integration is None or (integration.paused_until and integration.paused_until > timezone.now()):
+        return 0
+    target = target_for(integration.kind)
+    claimed = services.sync_claim_due(integration=integration, limit=limit, coalesce=target.coalesces)
+    if not claimed:
+        return 0
+    started = timezone.now()
+    if not integration.enabled:
+        reason = f"integration disabled{': ' + integration.disabled_reason if integration.disabled_reason else ''}"
+        for item in claimed:
+            services.sync_release_unclaimable(claimed=item, reason=reason)
+        return len(claimed)
+    log.info("[WORKER] integration=%s claimed %s syncs: %s", integration.pk, len(claimed), [c.id for c in claimed][:20])
+    try:
+        outcomes = target.deliver(integration, claimed)
+    except DATA_ERRORS as exc:  # bad data cannot get better by retrying: end it with the reason
+        log.exception("[WORKER] integration=%s target failed on data", integration.pk)
+        outcomes = {c.id: Outcome(verdict=Verdict.TERMINAL, error=f"{type(exc).__name__}: {exc}") for c in claimed}
+    except Exception as exc:  # noqa: BLE001 - anything else is retried with backoff, then dead
+        log.exception("[WORKER] integration=%s target crashed", integration.pk)
+        outcomes = {c.id: Outcome(verdict=Verdict.RETRYABLE, error=f"{type(exc).__name__}: {exc}") for c in claimed}
+    for item in claimed:
+        outcome = outcomes.get(item.id) or Outcome(verdict=Verdict.RETRYABLE, error="target returned no outcome")
+        services.sync_complete(claimed=item, outcome=outcome, started_at=started)
+    return len(claimed)
+
+
+def integrations_with_due_work() -> list[int]:
+    now = timezone.now()
+    due = IntegrationSync.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
+    expired = IntegrationSync.objects.filter(status=SyncStatus.IN_PROGRESS, lease_expires_at__lt=now)
+    ids = set(due.values_list("integration_id", flat=True).distinct())
+    ids |= set(expired.values_list("integration_id", flat=True).distinct())
+    return sorted(ids)
+
+
+def drain(*, max_seconds: float = 60.0, integration_id: int | None = None, limit: int = 50) -> int:
+    """Deliver until nothing is due now (or time is up); returns rows handled."""
+    deadline = time.monotonic() + max_seconds
+    handled = 0
+    while time.monotonic() < deadline:
+        ids = [integration_id] if integration_id else integrations_with_due_work()
+        round_handled = sum(dispatch_once(i, limit=limit) for i in ids)
+        handled += round_handled
+        if not round_handled:
+            break
+    return handled
+
+
+def open_rows_remaining() -> int:
+    return IntegrationSync.objects.filter(status__in=[*DUE_STATUSES, SyncStatus.IN_PROGRESS]).count()

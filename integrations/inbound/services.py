@@ -1,0 +1,153 @@
+"""The only writer of InboundWebhook: store (accepted, duplicate, rejected), claim, finish, requeue."""
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from integrations.models import InboundStatus, InboundWebhook
+
+log = logging.getLogger("integrations.inbound")
+
+STORED_BODY_BYTES = 64 * 1024
+REJECTED_BODY_BYTES = 4 * 1024
+REJECTED_PER_MINUTE = 100
+MAX_ATTEMPTS = 5
+STALE_SECONDS = 60
+REQUEUE_BATCH = 500
+
+_dropped_lock = threading.Lock()
+_dropped = {"minute": None, "count": 0}
+
+
+def capped(text: str, limit: int) -> tuple[str, bool]:
+    """Cut text to at most `limit` UTF-8 bytes; True when something was cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text, False
+    return data[:limit].decode("utf-8", "ignore"), True
+
+
+def inbound_store_accepted(*, record: dict[str, Any], body: str, dedupe_key: str) -> InboundWebhook:
+    """Insert relying on the unique dedupe key: the loser of a race (or a replay) is stored as a duplicate row."""
+    text, truncated = capped(body, STORED_BODY_BYTES)
+    fields = {**record, "body": text, "body_truncated": truncated or record.get("body_truncated", False)}
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                row = InboundWebhook.objects.create(
+                    **fields, authenticated=True, dedupe_key=dedupe_key, status=InboundStatus.RECEIVED
+                )
+        except IntegrityError:
+            original = InboundWebhook.objects.filter(dedupe_key=dedupe_key).values_list("pk", flat=True).first()
+            row = InboundWebhook.objects.create(
+                **fields,
+                authenticated=True,
+                dedupe_key=None,
+                status=InboundStatus.DUPLICATE,
+                result={"duplicate_of": original},
+                processed_at=timezone.now(),
+            )
+            log.info("[INBOUND] row=%s duplicate of row=%s (%s)", row.pk, original, row.dedupe_key or dedupe_key)
+            return row
+        transaction.on_commit(lambda: inbound_enqueue([row.pk]))
+    log.info("[INBOUND] row=%s accepted %s %s", row.pk, row.event or "call", row.remote_object or "-")
+    return row
+
+
+def inbound_store_rejected(*, record: dict[str, Any], body: str, error: str) -> InboundWebhook | None:
+    """Store a rejected call with at most 4 KB of body; past REJECTED_PER_MINUTE a minute only a counter is kept."""
+    since = timezone.now() - timedelta(seconds=60)
+    recent = InboundWebhook.objects.filter(status=InboundStatus.REJECTED, received_at__gte=since)
+    if recent[:REJECTED_PER_MINUTE].count() >= REJECTED_PER_MINUTE:
+        _note_dropped(error)
+        return None
+    text, truncated = capped(body, REJECTED_BODY_BYTES)
+    row = InboundWebhook.objects.create(
+        **{**record, "body": text, "body_truncated": truncated or record.get("body_truncated", False)},
+        authenticated=False,
+        status=InboundStatus.REJECTED,
+        error=error,
+        processed_at=timezone.now(),
+    )
+    log.warning("[INBOUND] row=%s rejected: %s", row.pk, error)
+    return row
+
+
+def _note_dropped(error: str) -> int:
+    minute = timezone.now().replace(second=0, microsecond=0)
+    with _dropped_lock:
+        if _dropped["minute"] != minute:
+            _dropped["minute"], _dropped["count"] = minute, 0
+        _dropped["count"] += 1
+        count = _dropped["count"]
+    if count == 1 or count % 100 == 0:
+        log.warning(
+            "[INBOUND] row=- rejected calls over %s/min: %s not stored this minute (last: %s)",
+            REJECTED_PER_MINUTE,
+            count,
+            error,
+        )
+    return count
+
+
+def dropped_this_minute() -> int:
+    with _dropped_lock:
+        return _dropped["count"] if _dropped["minute"] == timezone.now().replace(second=0, microsecond=0) else 0
+
+
+def inbound_enqueue(ids: list[int]) -> None:
+    """Send the Celery message; a broker outage leaves the row `received` for inbound_requeue_stale()."""
+    from integrations.tasks import process_inbound
+
+    for inbound_id in ids:
+        try:
+            process_inbound.apply_async(args=[inbound_id], retry=False)
+        except Exception as exc:  # noqa: BLE001 - any broker failure must not break the committed row
+            log.warning("[INBOUND] row=%s not enqueued (%s); the requeue sweep will", inbound_id, type(exc).__name__)
+            return
+
+
+def inbound_claim(*, inbound_id: int) -> InboundWebhook | None:
+    """Lock a `received` row for processing (inside the caller's transaction); None if done or locked elsewhere."""
+    return (
+        InboundWebhook.objects.select_for_update(skip_locked=True)
+        .filter(pk=inbound_id, status=InboundStatus.RECEIVED)
+        .first()
+    )
+
+
+def inbound_finish(*, row: InboundWebhook, status: str, result: dict, error: str = "") -> InboundWebhook:
+    row.status, row.result, row.error, row.processed_at = status, result, error, timezone.now()
+    row.save(update_fields=["status", "result", "error", "processed_at"])
+    return row
+
+
+def inbound_requeue_stale(
+    *, older_than_seconds: int = STALE_SECONDS, max_attempts: int = MAX_ATTEMPTS, limit: int = REQUEUE_BATCH
+) -> list[int]:
+    """Re-enqueue `received` rows older than a minute, and retryable `failed` rows under the attempt cap."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    with transaction.atomic():
+        retry = list(
+            InboundWebhook.objects.select_for_update(skip_locked=True)
+            .filter(
+                status=InboundStatus.FAILED,
+                processed_at__lt=cutoff,
+                result__retryable=True,
+                result__attempts__lt=max_attempts,
+            )
+            .order_by("id")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if retry:
+            InboundWebhook.objects.filter(pk__in=retry).update(status=InboundStatus.RECEIVED)
+        stale = InboundWebhook.objects.filter(status=InboundStatus.RECEIVED, received_at__lt=cutoff)
+        ids = sorted({*retry, *stale.order_by("id").values_list("pk", flat=True)[:limit]})
+        transaction.on_commit(lambda: inbound_enqueue(ids))
+    for inbound_id in ids:
+        log.info("[INBOUND] row=%s requeued%s", inbound_id, " (retry)" if inbound_id in retry else "")
+    return ids

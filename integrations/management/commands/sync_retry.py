@@ -1,0 +1,74 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from integrations import selectors, services
+from integrations.management.commands._tables import parse_when, table
+from integrations.models import Integration, SyncStatus
+
+RETRYABLE = [SyncStatus.DEAD, SyncStatus.FAILED, SyncStatus.RETRYING]
+
+
+class Command(BaseCommand):
+    help = (
+        "Deliver dead/failed rows again (same event id; receivers dedupe on it). Filters combine. Rows whose replay "
+        "would send stale state to Bitrix24 are skipped with the reason (use `resync` for those)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--status",
+            action="append",
+            choices=[str(s) for s in RETRYABLE],
+            help="dead, failed or retrying (repeatable; default: dead and failed)",
+        )
+        parser.add_argument("--integration", help="integration id or name")
+        parser.add_argument("--object", help="e.g. order:41 or user:7")
+        parser.add_argument("--since", help="rows created at or after this ISO date/time")
+        parser.add_argument("--limit", type=int, default=None, help="at most this many rows")
+        parser.add_argument("--dry-run", action="store_true", help="list what would be retried, change nothing")
+
+    def handle(self, *args, **options):
+        rows = selectors.sync_list(
+            ref=self._object(options["object"]),
+            integration_id=self._integration(options["integration"]),
+            since=parse_when(options["since"]) if options["since"] else None,
+        ).filter(status__in=options["status"] or [SyncStatus.DEAD, SyncStatus.FAILED])
+        # Oldest first, so an object's rows become due again in their original order.
+        rows = list(rows.order_by("id")[: options["limit"]] if options["limit"] else rows.order_by("id"))
+        table_rows, retried = [], 0
+        for sync in rows:
+            reason = selectors.stale_state_retry_reason(sync)
+            if reason:
+                action = f"skipped: {reason}"
+            elif options["dry_run"]:
+                action = "would retry"
+            else:
+                services.sync_retry_now(sync=sync)
+                action, retried = "retried", retried + 1
+            table_rows.append(
+                [sync.pk, sync.integration.name, f"{sync.object_type}:{sync.object_id}", sync.event_type]
+                + [sync.sequence, sync.status, sync.attempts, sync.last_error, action]
+            )
+        if table_rows:
+            headers = ["id", "integration", "object", "event", "seq", "status", "attempts", "last error", "action"]
+            self.stdout.write(table(headers, table_rows))
+        verb = "would retry" if options["dry_run"] else "retried"
+        count = sum(1 for r in table_rows if r[-1] == "would retry") if options["dry_run"] else retried
+        self.stdout.write(f"{len(rows)} rows matched; {verb} {count}.")
+
+    def _object(self, text: str | None):
+        if not text:
+            return None
+        try:
+            return selectors.parse_object_ref(text)
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages))
+
+    def _integration(self, text: str | None) -> int | None:
+        if not text:
+            return None
+        found = Integration.objects.filter(pk=int(text)) if text.isdigit() else Integration.objects.filter(name=text)
+        integration = found.first()
+        if integration is None:
+            raise CommandError(f"no integration {text!r}")
+        return integration.pk

@@ -1,0 +1,245 @@
+"""Integration configuration apart from delivery history (IntegrationSync + SyncAttempt), links and inbound calls."""
+
+import uuid
+
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models import Q
+
+
+class IntegrationKind(models.TextChoices):
+    BITRIX24 = "bitrix24", "Bitrix24"
+    N8N = "n8n", "n8n"
+
+
+class EventType(models.TextChoices):
+    CREATED = "created", "Created"
+    UPDATED = "updated", "Updated"
+    STATUS_CHANGED = "status_changed", "Status changed"
+    DELETED = "deleted", "Deleted"
+
+
+class SyncStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    IN_PROGRESS = "in_progress", "In progress"
+    SYNCED = "synced", "Synced"
+    RETRYING = "retrying", "Retrying"
+    FAILED = "failed", "Failed (terminal error)"
+    DEAD = "dead", "Dead (attempts exhausted)"
+    SUPERSEDED = "superseded", "Superseded"
+    SKIPPED = "skipped", "Skipped"
+
+
+OPEN_STATUSES = (SyncStatus.PENDING, SyncStatus.IN_PROGRESS, SyncStatus.RETRYING)
+DUE_STATUSES = (SyncStatus.PENDING, SyncStatus.RETRYING)
+
+
+class Integration(models.Model):
+    """One configured target. `endpoint` and `secret` are secrets: masked in admin, API and logs."""
+
+    kind = models.CharField(max_length=20, choices=IntegrationKind.choices)
+    name = models.CharField(max_length=100, unique=True)
+    enabled = models.BooleanField(default=True)
+    endpoint = models.TextField(help_text="Bitrix24 inbound webhook URL or n8n webhook URL (secret).")
+    secret = models.TextField(blank=True, default="", help_text="Signing secret whsec_… (n8n).")
+    previous_secret = models.TextField(blank=True, default="")
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    event_filter = models.JSONField(
+        default=list, blank=True, help_text='Event names to send, e.g. ["order.status_changed"]; empty = all.'
+    )
+    rate_limit = models.CharField(max_length=20, blank=True, default="", help_text="requests/s/burst, e.g. 2/50.")
+    disabled_reason = models.CharField(max_length=255, blank=True, default="")
+    paused_until = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+    def wants(self, event_name: str) -> bool:
+        return not self.event_filter or event_name in self.event_filter
+
+
+class SequenceCounter(models.Model):
+    """Per (integration, object) counter; incremented with INSERT … ON CONFLICT so commits serialise per object."""
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE)
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.CharField(max_length=64)
+    last = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "content_type", "object_id"], name="uniq_sequence_counter")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.content_type_id}:{self.object_id} → {self.last}"
+
+
+class IntegrationSync(models.Model):
+    """One event for one integration and one object; attempts are SyncAttempt rows."""
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="syncs")
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT)
+    object_id = models.CharField(max_length=64)
+    content_object = GenericForeignKey("content_type", "object_id")
+    event_type = models.CharField(max_length=20, choices=EventType.choices)
+    event_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    sequence = models.BigIntegerField()
+    payload = models.JSONField(default=dict, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=SyncStatus.choices, default=SyncStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, default="")
+    remote_id = models.CharField(max_length=64, blank=True, default="")
+    superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["integration", "content_type", "object_id"],
+                condition=Q(event_type="created"),
+                name="uniq_created_sync_per_object",
+            ),
+            models.UniqueConstraint(
+                fields=["integration", "content_type", "object_id", "sequence"], name="uniq_sync_sequence"
+            ),
+        ]
+        indexes = [
+            # The dispatcher's hot path: only open rows are indexed, so history size does not slow it down.
+            models.Index(
+                fields=["next_attempt_at"], name="sync_due_idx", condition=Q(status__in=["pending", "retrying"])
+            ),
+            models.Index(fields=["lease_expires_at"], name="sync_lease_idx", condition=Q(status="in_progress")),
+            models.Index(fields=["content_type", "object_id", "integration", "sequence"], name="sync_object_idx"),
+            models.Index(fields=["status", "updated_at"], name="sync_status_updated_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_name} #{self.object_id} → {self.integration_id} [{self.status}]"
+
+    @property
+    def object_type(self) -> str:
+        return self.content_type.model
+
+    @property
+    def event_name(self) -> str:
+        return f"{self.object_type}.{self.event_type}"
+
+
+class AttemptOutcome(models.TextChoices):
+    OK = "ok", "OK"
+    RETRYABLE = "retryable", "Retryable"
+    TERMINAL = "terminal", "Terminal"
+    UNKNOWN = "unknown", "Unknown (maybe applied)"
+    DEFERRED = "deferred", "Deferred (not counted)"
+
+
+class SyncAttempt(models.Model):
+    sync = models.ForeignKey(IntegrationSync, on_delete=models.CASCADE, related_name="attempt_rows")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    request_summary = models.CharField(max_length=500, blank=True, default="")
+    http_status = models.PositiveIntegerField(null=True, blank=True)
+    response_excerpt = models.TextField(blank=True, default="")
+    error_class = models.CharField(max_length=100, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices)
+    worker = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of sync {self.sync_id}: {self.outcome}"
+
+
+class ExternalLink(models.Model):
+    """The only source of truth for "this object already has remote id N" (written with the synced create)."""
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="links")
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT)
+    object_id = models.CharField(max_length=64)
+    remote_id = models.CharField(max_length=64)
+    remote_state = models.JSONField(default=dict, blank=True, help_text="Last state we wrote (echo detection, ids).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "content_type", "object_id"], name="uniq_link_object"),
+            models.UniqueConstraint(fields=["integration", "content_type", "remote_id"], name="uniq_link_remote"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.content_type.model} {self.object_id} → {self.remote_id}"
+
+
+class InboundStatus(models.TextChoices):
+    RECEIVED = "received", "Received"
+    PROCESSED = "processed", "Processed"
+    IGNORED = "ignored", "Ignored"
+    DUPLICATE = "duplicate", "Duplicate"
+    REJECTED = "rejected", "Rejected"
+    FAILED = "failed", "Failed"
+
+
+class InboundWebhook(models.Model):
+    """Every request to the inbound Bitrix24 view, stored before anything else happens to it."""
+
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=255)
+    query = models.JSONField(default=dict, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    body = models.TextField(blank=True, default="")
+    body_truncated = models.BooleanField(default=False)
+    content_type = models.CharField(max_length=150, blank=True, default="")
+    authenticated = models.BooleanField(default=False)
+    event = models.CharField(max_length=100, blank=True, default="", db_index=True)
+    remote_object = models.CharField(max_length=100, blank=True, default="", help_text="e.g. DEAL_123")
+    dedupe_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    status = models.CharField(max_length=20, choices=InboundStatus.choices, default=InboundStatus.RECEIVED)
+    error = models.TextField(blank=True, default="")
+    result = models.JSONField(default=dict, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "received_at"], name="inbound_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.event or 'call'} {self.remote_object} [{self.status}]"
+
+
+class Heartbeat(models.Model):
+    """Last-seen time of each worker and each periodic task (liveness for the status API)."""
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=20)  # worker | beat | task
+    seen_at = models.DateTimeField()
+    info = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+__all__ = ["ContentType"]

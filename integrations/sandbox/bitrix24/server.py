@@ -1,0 +1,110 @@
+"""The HTTP layer: a threading server on 127.0.0.1 that hands each request to a pipeline and can drop connections."""
+
+import json
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """What to send back; drop=True closes the connection without any response (after waiting `delay` seconds)."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+    delay: float = 0.0
+
+
+def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    return Reply(status=status, body=body, headers=headers or {})
+
+
+Pipeline = Callable[[str, str, str, bytes], Reply]
+
+
+class SandboxHTTPServer(ThreadingHTTPServer):
+    """Tracks open connections so stop() can cut keep-alive clients off instead of serving them from a dead sandbox."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, port: int, pipeline: Pipeline, stopping: threading.Event):
+        self.pipeline = pipeline
+        self.stopping = stopping
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    def close_all(self) -> None:
+        with self.connections_lock:
+            for conn in list(self.connections):
+                _hard_close(conn)
+            self.connections.clear()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real portal behind nginx
+    server_version = "nginx"
+    sys_version = ""
+    timeout = 120  # idle keep-alive connections give their thread back eventually
+    server: SandboxHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.connections_lock:
+                self.server.connections.discard(self.connection)
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        if self.server.stopping.is_set():
+            self.close_connection = True
+            return
+        try:
+            reply = self.server.pipeline(self.command, self.path, self.headers.get("Content-Type", ""), body)
+        except Exception as exc:  # noqa: BLE001 - a sandbox bug should read as a portal 500, not a dropped socket
+            reply = json_reply(500, {"error": "INTERNAL_SERVER_ERROR", "error_description": type(exc).__name__})
+        if reply.drop:
+            if reply.delay:
+                self.server.stopping.wait(reply.delay)  # stop() interrupts a simulated hang
+            self.close_connection = True
+            _hard_close(self.connection)
+            return
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence stderr access logs; the sandbox keeps its own request log."""
+
+
+def _hard_close(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

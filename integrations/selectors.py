@@ -1,0 +1,242 @@
+"""Reads for operators: per-integration status, one object's history, sync and inbound lists, `order:41` refs."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Min, Model, Prefetch, Q, QuerySet, TextField
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from integrations.masking import mask_endpoint
+from integrations.models import (
+    OPEN_STATUSES,
+    ExternalLink,
+    InboundWebhook,
+    Integration,
+    IntegrationKind,
+    IntegrationSync,
+    SyncAttempt,
+    SyncStatus,
+)
+
+# Object types an operator can name; they are the models the outbox records (see integrations/signals.py).
+SYNCED_MODELS = {"order": ("orders", "order"), "user": ("users", "user")}
+# Remote entity per object type in Bitrix24 (inbound calls name them DEAL_<id> / CONTACT_<id>).
+BITRIX_ENTITY = {"order": "deal", "user": "contact"}
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    object_type: str
+    object_id: str
+    content_type: ContentType
+
+    def __str__(self) -> str:
+        return f"{self.object_type}:{self.object_id}"
+
+    def load(self) -> Model | None:
+        return self.content_type.model_class()._default_manager.filter(pk=self.object_id).first()
+
+
+def object_ref(object_type: str, object_id: str | int) -> ObjectRef:
+    """`order`, `41` → ObjectRef; ValidationError names what is wrong."""
+    name = str(object_type).strip().lower()
+    if name not in SYNCED_MODELS:
+        raise ValidationError(f"unknown object type {object_type!r}; use one of: {', '.join(SYNCED_MODELS)}")
+    text = str(object_id).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValidationError(f"object id must be a positive integer, got {object_id!r}")
+    app_label, model = SYNCED_MODELS[name]
+    return ObjectRef(name, str(int(text)), ContentType.objects.get_by_natural_key(app_label, model))
+
+
+def parse_object_ref(text: str) -> ObjectRef:
+    """'order:41' → ObjectRef."""
+    object_type, sep, object_id = str(text).partition(":")
+    if not sep:
+        raise ValidationError(f"object must look like 'order:41', got {text!r}")
+    return object_ref(object_type, object_id)
+
+
+# Status
+
+
+def sync_counts() -> dict[int, dict[str, int]]:
+    """{integration id: {status: rows}} (statuses without rows are absent)."""
+    counts: dict[int, dict[str, int]] = {}
+    for row in IntegrationSync.objects.order_by().values("integration_id", "status").annotate(n=Count("id")):
+        counts.setdefault(row["integration_id"], {})[row["status"]] = row["n"]
+    return counts
+
+
+def oldest_open_created_at() -> dict[int, datetime]:
+    """{integration id: created_at of its oldest pending/in-progress/retrying row}."""
+    return dict(
+        IntegrationSync.objects.filter(status__in=OPEN_STATUSES)
+        .order_by()
+        .values("integration_id")
+        .annotate(first=Min("created_at"))
+        .values_list("integration_id", "first")
+    )
+
+
+def integration_status_summary(*, now: datetime | None = None) -> list[dict]:
+    """One dict per integration: masked endpoint, counts by status, oldest open row, last success/failure, bucket."""
+    now = now or timezone.now()
+    counts, oldest = sync_counts(), oldest_open_created_at()
+    summary = []
+    for integration in Integration.objects.order_by("id"):
+        by_status = {status: counts.get(integration.pk, {}).get(status, 0) for status in SyncStatus.values}
+        first_open = oldest.get(integration.pk)
+        summary.append(
+            {
+                "id": integration.pk,
+                "name": integration.name,
+                "kind": integration.kind,
+                "enabled": integration.enabled,
+                "disabled_reason": integration.disabled_reason,
+                "paused_until": integration.paused_until,
+                "endpoint": mask_endpoint(integration.endpoint),
+                "counts": by_status,
+                "open": sum(by_status[s] for s in OPEN_STATUSES),
+                "dead": by_status[SyncStatus.DEAD],
+                "failed": by_status[SyncStatus.FAILED],
+                "oldest_pending_age_seconds": round((now - first_open).total_seconds(), 1) if first_open else None,
+                "consecutive_failures": integration.consecutive_failures,
+                "last_success_at": integration.last_success_at,
+                "last_failure_at": integration.last_failure_at,
+                "rate_limit": bucket_state(integration),
+            }
+        )
+    return summary
+
+
+def bucket_state(integration: Integration) -> dict | None:
+    """The shared Bitrix24 token bucket (tokens left, rate, burst); None for other kinds, error if Redis fails."""
+    if integration.kind != IntegrationKind.BITRIX24:
+        return None
+    from integrations.targets.bitrix_limits import bucket_for
+
+    try:
+        return {key: round(value, 2) for key, value in bucket_for(integration).state().items()}
+    except Exception as exc:  # noqa: BLE001 - a status page must render while Redis is down
+        return {"error": type(exc).__name__}
+
+
+def broker_status(timeout: float = 1.0) -> dict:
+    """Reachable, and the length of Celery's default queue (`LLEN celery`) when the broker is Redis."""
+    import redis
+    from django.conf import settings
+
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client.ping()
+        return {"reachable": True, "queue_length": int(client.llen("celery"))}
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        return {"reachable": False, "queue_length": None}
+
+
+def operations_status(*, now: datetime | None = None) -> dict:
+    """Everything the status API and `sync_status` show, in one document."""
+    from django.conf import settings
+
+    from integrations.heartbeats import beat_liveness, worker_liveness
+
+    now = now or timezone.now()
+    workers = worker_liveness(now=now)
+    beat = beat_liveness(now=now)
+    if not any(w["alive"] for w in workers):
+        beat["note"] = "no live worker: beat heartbeats are written by the workers that run its tasks"
+    return {
+        "generated_at": now,
+        "integrations": integration_status_summary(now=now),
+        "workers": workers,
+        "beat": beat,
+        "broker": broker_status(),
+        "settings": {"bitrix_enabled": settings.BITRIX_ENABLED, "n8n_enabled": settings.N8N_ENABLED},
+    }
+
+
+# History
+
+
+def sync_list(
+    *,
+    ref: ObjectRef | None = None,
+    integration_id: int | None = None,
+    status: str | None = None,
+    event: str | None = None,
+    since: datetime | None = None,
+) -> QuerySet[IntegrationSync]:
+    """Newest first, attempts prefetched in order. `event` is an event type (`updated`) or name (`order.updated`)."""
+    rows = IntegrationSync.objects.select_related("content_type", "integration").prefetch_related(
+        Prefetch("attempt_rows", queryset=SyncAttempt.objects.order_by("id"))
+    )
+    if ref is not None:
+        rows = rows.filter(content_type=ref.content_type, object_id=ref.object_id)
+    if integration_id is not None:
+        rows = rows.filter(integration_id=integration_id)
+    if status:
+        rows = rows.filter(status=status)
+    if event:
+        object_type, _, event_type = event.rpartition(".")
+        rows = rows.filter(event_type=event_type)
+        if object_type:
+            rows = rows.filter(content_type__model=object_type)
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    return rows.order_by("-id")
+
+
+def inbound_list(
+    *, status: str | None = None, event: str | None = None, since: datetime | None = None
+) -> QuerySet[InboundWebhook]:
+    rows = InboundWebhook.objects.all()
+    if status:
+        rows = rows.filter(status=status)
+    if event:
+        rows = rows.filter(event__iexact=event)
+    if since is not None:
+        rows = rows.filter(received_at__gte=since)
+    return rows.order_by("-id")
+
+
+def object_links(ref: ObjectRef) -> list[ExternalLink]:
+    return list(
+        ExternalLink.objects.filter(content_type=ref.content_type, object_id=ref.object_id)
+        .select_related("integration")
+        .order_by("integration_id")
+    )
+
+
+def inbound_mentioning(remote_objects: list[str], *, limit: int = 50) -> list[InboundWebhook]:
+    """Inbound calls about any of `remote_objects` (e.g. DEAL_123): their subject, or mentioned in body or query."""
+    if not remote_objects:
+        return []
+    condition = Q()
+    for tag in remote_objects:
+        condition |= Q(remote_object__iexact=tag) | Q(body__icontains=tag) | Q(query_text__icontains=tag)
+    rows = InboundWebhook.objects.annotate(query_text=Cast("query", TextField())).filter(condition)
+    return list(rows.order_by("-id")[:limit])[::-1]
+
+
+def stale_state_retry_reason(sync: IntegrationSync) -> str | None:
+    """Why replaying this row would be wrong, or None. State-sync targets (Bitrix24) send the row's own snapshot:
+    replaying an old row after a newer one of the same object was delivered would put old data back."""
+    if sync.status in (SyncStatus.SYNCED, SyncStatus.SUPERSEDED, SyncStatus.SKIPPED):
+        return f"row is {sync.status}; use `resync` to send the object's current state"
+    if sync.status not in (SyncStatus.FAILED, SyncStatus.DEAD, SyncStatus.RETRYING):
+        return f"row is {sync.status}: it is already being delivered"
+    if sync.integration.kind == IntegrationKind.BITRIX24:
+        newer = IntegrationSync.objects.filter(
+            integration_id=sync.integration_id,
+            content_type_id=sync.content_type_id,
+            object_id=sync.object_id,
+            sequence__gt=sync.sequence,
+            status=SyncStatus.SYNCED,
+        ).exists()
+        if newer:
+            return "a newer row of this object was delivered since; use `resync` to send the current state"
+    return None

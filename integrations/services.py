@@ -1,0 +1,257 @@
+"""The only writers of IntegrationSync, SyncAttempt and ExternalLink: claim, complete, replay."""
+
+import logging
+import socket
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from integrations import policy
+from integrations.models import (
+    OPEN_STATUSES,
+    AttemptOutcome,
+    EventType,
+    ExternalLink,
+    Integration,
+    IntegrationSync,
+    SyncAttempt,
+    SyncStatus,
+)
+from integrations.policy import Verdict
+from integrations.targets.base import Claimed, Outcome
+
+log = logging.getLogger("integrations.worker")
+WORKER_NAME = f"{socket.gethostname()}:{__import__('os').getpid()}"
+PAUSE_AFTER_FAILURES = 20
+MAX_PAUSE_SECONDS = 3600
+
+# Head-of-line rows only: a row is claimable when no earlier row of the same object and integration is still open.
+# The due conditions sit on the locked table itself so that PostgreSQL re-checks them after waiting for a
+# concurrent claimer (READ COMMITTED re-evaluation); each OR branch matches one partial index.
+_CLAIM_SQL = """
+UPDATE integrations_integrationsync AS u
+SET status = 'in_progress', attempts = u.attempts + 1,
+    lease_expires_at = clock_timestamp() + %(lease)s * interval '1 second',
+    claim_token = %(token)s, updated_at = clock_timestamp()
+WHERE u.id IN (
+    SELECT s.id FROM integrations_integrationsync s
+    WHERE s.integration_id = %(integration)s
+      AND ((s.status IN ('pending', 'retrying') AND s.next_attempt_at <= clock_timestamp())
+           OR (s.status = 'in_progress' AND s.lease_expires_at < clock_timestamp()))
+      AND NOT EXISTS (
+        SELECT 1 FROM integrations_integrationsync e
+        WHERE e.content_type_id = s.content_type_id AND e.object_id = s.object_id
+          AND e.integration_id = s.integration_id AND e.sequence < s.sequence
+          AND e.status IN ('pending', 'in_progress', 'retrying')
+      )
+    ORDER BY s.id
+    LIMIT %(limit)s
+    FOR UPDATE OF s SKIP LOCKED
+)
+RETURNING u.id
+"""
+
+
+def sync_claim_due(*, integration: Integration, limit: int = 50, coalesce: bool = False) -> list[Claimed]:
+    """Claim due head-of-line rows with SKIP LOCKED and a lease; commits before any HTTP happens."""
+    token = uuid.uuid4()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _CLAIM_SQL,
+                {
+                    "lease": settings.SYNC_LEASE_SECONDS,
+                    "token": token,
+                    "integration": integration.pk,
+                    "limit": limit,
+                },
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+    if not ids:
+        return []
+    rows = list(IntegrationSync.objects.filter(pk__in=ids).select_related("content_type").order_by("id"))
+    return [_with_followers(row) if coalesce else Claimed(sync=row, data=row.payload) for row in rows]
+
+
+def _with_followers(row: IntegrationSync) -> Claimed:
+    """Fold later pending updates of the same object into this delivery (state sync needs only the latest)."""
+    later = IntegrationSync.objects.filter(
+        integration_id=row.integration_id,
+        content_type_id=row.content_type_id,
+        object_id=row.object_id,
+        sequence__gt=row.sequence,
+        status__in=[SyncStatus.PENDING, SyncStatus.RETRYING],
+    ).order_by("sequence")
+    followers, data = [], row.payload
+    if row.event_type != EventType.DELETED:
+        for follower in later.only("id", "event_type", "payload"):
+            if follower.event_type in (EventType.DELETED, EventType.CREATED):
+                break
+            followers.append(follower.pk)
+        # State sync sends the newest snapshot recorded for the object, so a replayed old row cannot roll it back.
+        newest = (
+            IntegrationSync.objects.filter(
+                integration_id=row.integration_id, content_type_id=row.content_type_id, object_id=row.object_id
+            )
+            .exclude(event_type=EventType.DELETED)
+            .order_by("-sequence")
+            .values_list("payload", flat=True)
+            .first()
+        )
+        data = newest if newest is not None else data
+    return Claimed(sync=row, data=data, followers=followers)
+
+
+def sync_complete(*, claimed: Claimed, outcome: Outcome, started_at) -> IntegrationSync | None:
+    """Record the attempt and the new status; a row whose lease was taken over is not overwritten."""
+    sync = claimed.sync
+    now = timezone.now()
+    with transaction.atomic():
+        row = IntegrationSync.objects.select_for_update().filter(pk=sync.pk, claim_token=sync.claim_token).first()
+        _record_attempt(sync, outcome, started_at)
+        if row is None:
+            log.warning("[WORKER] sync=%s lease lost before completion; result kept as an attempt only", sync.pk)
+            return None
+        integration = Integration.objects.select_for_update().get(pk=row.integration_id)
+        _apply_outcome(row, integration, claimed, outcome, now)
+        row.claim_token = None
+        row.lease_expires_at = None
+        row.save()
+        integration.save()
+    return row
+
+
+def _record_attempt(sync: IntegrationSync, outcome: Outcome, started_at) -> None:
+    http = outcome.http
+    SyncAttempt.objects.create(
+        sync_id=sync.pk,
+        number=sync.attempts,
+        started_at=started_at,
+        duration_ms=http.duration_ms if http else 0,
+        request_summary=outcome.request_summary[:500],
+        http_status=http.status if http else None,
+        response_excerpt=http.excerpt if http else "",
+        error_class=(http.error_class if http else "") or ("" if outcome.verdict == Verdict.OK else outcome.verdict),
+        error_message=outcome.error[:2000],
+        outcome=AttemptOutcome.OK if outcome.skip else AttemptOutcome(outcome.verdict.value),
+        worker=WORKER_NAME,
+    )
+
+
+def _apply_outcome(row, integration, claimed: Claimed, outcome: Outcome, now) -> None:
+    verdict = outcome.verdict
+    if outcome.disable_integration:
+        integration.enabled = False
+        integration.disabled_reason = outcome.disable_integration[:255]
+    if outcome.skip:
+        row.status, row.last_error = SyncStatus.SKIPPED, outcome.error
+        return
+    if verdict == Verdict.OK:
+        row.status, row.synced_at, row.last_error = SyncStatus.SYNCED, now, ""
+        row.remote_id = outcome.remote_id or row.remote_id
+        integration.last_success_at, integration.consecutive_failures, integration.paused_until = now, 0, None
+        if outcome.remote_id and not _link_written(row, outcome):
+            return
+        if claimed.followers:
+            IntegrationSync.objects.filter(
+                pk__in=claimed.followers, status__in=[SyncStatus.PENDING, SyncStatus.RETRYING]
+            ).update(status=SyncStatus.SUPERSEDED, superseded_by=row, updated_at=now)
+        return
+    row.last_error = outcome.error[:2000]
+    if verdict == Verdict.DEFERRED:
+        row.attempts = max(row.attempts - 1, 0)  # not the target's fault: does not burn an attempt
+        row.status = SyncStatus.RETRYING if row.attempts else SyncStatus.PENDING
+        row.next_attempt_at = now + timedelta(seconds=1.0 if outcome.retry_after is None else outcome.retry_after)
+        return
+    integration.last_failure_at = now
+    integration.consecutive_failures += 1  # the integration row is locked: no lost increments
+    if integration.consecutive_failures >= PAUSE_AFTER_FAILURES:
+        # An endpoint failing for a long time is paused (visible in admin/status) instead of being hammered.
+        extra = integration.consecutive_failures - PAUSE_AFTER_FAILURES
+        integration.paused_until = now + timedelta(seconds=min(30 * 2 ** min(extra, 7), MAX_PAUSE_SECONDS))
+    if verdict == Verdict.TERMINAL:
+        row.status = SyncStatus.FAILED
+    elif policy.is_exhausted(row.attempts, settings.SYNC_MAX_ATTEMPTS):
+        row.status = SyncStatus.DEAD
+    else:
+        row.status = SyncStatus.RETRYING
+        delay = policy.backoff_seconds(row.attempts, retry_after=outcome.retry_after)
+        row.next_attempt_at = now + timedelta(seconds=delay)
+    log.info(
+        "[WORKER] sync=%s %s attempt=%s → %s: %s",
+        row.pk,
+        row.event_type,
+        row.attempts,
+        row.status,
+        row.last_error[:200],
+    )
+
+
+def _link_written(row, outcome: Outcome) -> bool:
+    """Write the link; a remote id already linked to another object is a terminal conflict, never a crash loop."""
+    try:
+        with transaction.atomic():
+            link_set(row=row, remote_id=outcome.remote_id, state=outcome.link_state)
+        return True
+    except IntegrityError:
+        row.status = SyncStatus.FAILED
+        row.last_error = f"remote id {outcome.remote_id} is already linked to another object (see bitrix_duplicates)"
+        log.error("[WORKER] sync=%s %s", row.pk, row.last_error)
+        return False
+
+
+def link_get(*, integration_id: int, content_type_id: int, object_id: str) -> ExternalLink | None:
+    return ExternalLink.objects.filter(
+        integration_id=integration_id, content_type_id=content_type_id, object_id=object_id
+    ).first()
+
+
+def link_set(*, row: IntegrationSync, remote_id: str, state: dict | None = None) -> ExternalLink:
+    """Create or refresh the object → remote id link (a remote id linked elsewhere raises IntegrityError)."""
+    link, created = ExternalLink.objects.get_or_create(
+        integration_id=row.integration_id,
+        content_type_id=row.content_type_id,
+        object_id=row.object_id,
+        defaults={"remote_id": remote_id, "remote_state": state or {}},
+    )
+    if not created and (state is not None and link.remote_state != state):
+        link.remote_state = state
+        link.save(update_fields=["remote_state", "updated_at"])
+    if link.remote_id != remote_id:
+        log.error(
+            "[WORKER] object %s already linked to %s, remote returned %s", row.object_id, link.remote_id, remote_id
+        )
+    return link
+
+
+def sync_release_unclaimable(*, claimed: Claimed, reason: str) -> None:
+    """Used when a target cannot run at all (integration disabled mid-flight): the row ends skipped with the reason."""
+    sync_complete(
+        claimed=claimed, outcome=Outcome(verdict=Verdict.TERMINAL, skip=True, error=reason), started_at=timezone.now()
+    )
+
+
+def sync_replay(*, sync: IntegrationSync) -> IntegrationSync:
+    """Make a finished row due again, same event id (receivers dedupe on it)."""
+    with transaction.atomic():
+        row = IntegrationSync.objects.select_for_update().get(pk=sync.pk)
+        if row.status in OPEN_STATUSES and row.status != SyncStatus.RETRYING:
+            return row
+        row.status, row.next_attempt_at, row.last_error = SyncStatus.PENDING, timezone.now(), ""
+        row.attempts = 0
+        row.save()
+        from integrations.outbox import wake
+
+        transaction.on_commit(lambda: wake([row.pk]))
+    return row
+
+
+def sync_retry_now(*, sync: IntegrationSync) -> IntegrationSync:
+    """Bring a waiting or failed row forward to now."""
+    return sync_replay(sync=sync)
+
+
+__all__ = ["IntegrityError", "sync_claim_due", "sync_complete", "sync_replay", "link_get", "link_set"]

@@ -1,0 +1,56 @@
+"""The Bitrix24 rate limit: one token bucket per portal, in Redis so every worker and process shares it."""
+
+import hashlib
+import logging
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from integrations.models import Integration
+from integrations.ratelimit import TokenBucket, parse_rate
+
+log = logging.getLogger("integrations.worker")
+WAIT_LIMIT_SECONDS = 10.0
+_redis = None
+
+
+class RateLimitTimeout(Exception):
+    def __init__(self, wait: float):
+        super().__init__(f"rate limit: no token within {WAIT_LIMIT_SECONDS:.0f}s")
+        self.wait = wait
+
+
+def portal_key(endpoint: str) -> str:
+    """One bucket per portal host (the real limit is per portal), without the secret code in the key."""
+    host = urlsplit(endpoint).netloc or endpoint
+    return "bitrix-bucket:" + hashlib.sha256(host.encode()).hexdigest()[:16]
+
+
+def bucket_for(integration: Integration) -> TokenBucket:
+    rate, burst = parse_rate(integration.rate_limit or settings.BITRIX_RATE_LIMIT)
+    return TokenBucket(portal_key(integration.endpoint), rate, burst, redis_client=_redis_client())
+
+
+def limiter_for(integration: Integration):
+    bucket = bucket_for(integration)
+
+    def acquire() -> None:
+        if not bucket.acquire(timeout=WAIT_LIMIT_SECONDS):
+            raise RateLimitTimeout(wait=1.0)
+
+    return acquire
+
+
+def _redis_client():
+    global _redis
+    if _redis is None:
+        import redis
+
+        try:
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+            client.ping()
+            _redis = client
+        except Exception:  # noqa: BLE001 - no Redis: an in-process bucket still keeps this process under the limit
+            log.warning("[WORKER] Redis unreachable: using an in-process rate-limit bucket")
+            return None
+    return _redis

@@ -1,0 +1,78 @@
+"""n8n target (event stream): every event, one signed POST each, in order per object."""
+
+import json
+import logging
+
+from django.utils import timezone
+
+from integrations import payloads, policy
+from integrations.clients.n8n import N8nClient
+from integrations.models import Integration
+from integrations.policy import Verdict
+from integrations.targets.base import Claimed, Outcome
+
+log = logging.getLogger("integrations.worker")
+
+
+class N8nTarget:
+    coalesces = False  # every event matters to n8n flows (e.g. one Slack post per status change)
+
+    def __init__(self, client: N8nClient | None = None):
+        self.client = client or N8nClient()
+
+    def deliver(self, integration: Integration, claimed: list[Claimed]) -> dict[int, Outcome]:
+        secrets = active_secrets(integration)
+        if not secrets:
+            error = "no signing secret configured for this n8n integration (set one in the admin)"
+            return {item.id: Outcome(verdict=Verdict.TERMINAL, error=error) for item in claimed}
+        outcomes: dict[int, Outcome] = {}
+        for item in claimed:
+            outcomes[item.id] = self._deliver_one(integration, item, secrets)
+            if outcomes[item.id].disable_integration:
+                break  # 410: the endpoint is gone; the rest are skipped by the dispatcher's next round
+        return outcomes
+
+    def _deliver_one(self, integration: Integration, item: Claimed, secrets: list[str]) -> Outcome:
+        sync = item.sync
+        body = payloads.n8n_event(
+            event_id=str(sync.event_id),
+            object_type=sync.content_type.model,
+            event_type=sync.event_type,
+            object_id=sync.object_id,
+            sequence=sync.sequence,
+            occurred_at=sync.occurred_at,
+            data=item.data,
+            changes=sync.changes,
+        )
+        raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        result = self.client.post_event(integration.endpoint, secrets=secrets, event_id=str(sync.event_id), body=raw)
+        summary = f"POST n8n {body['type']} id={sync.event_id} seq={sync.sequence} bytes={len(raw)}"
+        log.info("[WORKER] n8n sync=%s %s → %s", sync.pk, body["type"], result.status or result.error_class)
+        if result.status == 410:
+            return Outcome(
+                verdict=Verdict.TERMINAL,
+                http=result,
+                request_summary=summary,
+                error="410 Gone: endpoint removed, integration disabled",
+                disable_integration="n8n answered 410 Gone",
+            )
+        verdict = policy.classify_http(result.status, maybe_applied=result.maybe_applied)
+        if verdict == Verdict.UNKNOWN:
+            verdict = Verdict.RETRYABLE  # receivers dedupe on webhook-id, so resending is safe
+        error = "" if verdict == Verdict.OK else (result.error or f"HTTP {result.status}: {result.excerpt[:200]}")
+        return Outcome(
+            verdict=verdict,
+            http=result,
+            request_summary=summary,
+            error=error,
+            retry_after=policy.parse_retry_after(result.headers.get("retry-after")),
+        )
+
+
+def active_secrets(integration: Integration) -> list[str]:
+    """The current secret, plus the previous one while its rotation grace period lasts (two signatures)."""
+    secrets = [integration.secret] if integration.secret else []
+    if integration.previous_secret and integration.previous_secret_expires_at:
+        if integration.previous_secret_expires_at > timezone.now():
+            secrets.append(integration.previous_secret)
+    return secrets

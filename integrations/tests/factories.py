@@ -1,0 +1,13 @@
+import factory
+
+from integrations.models import Integration, IntegrationKind
+
+
+class IntegrationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Integration
+
+    kind = IntegrationKind.N8N
+    name = factory.Sequence(lambda n: f"integration-{n}")
+    endpoint = "http://127.0.0.1:9/never"
+    enabled = True

@@ -1,0 +1,315 @@
+"""The delivery engine on real PostgreSQL with real threads: exactly-once creates, ordering, retries, leases."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from integrations import dispatcher, services
+from integrations.models import EventType, ExternalLink, IntegrationSync, SyncAttempt, SyncStatus
+from integrations.policy import Verdict
+from integrations.tests.factories import IntegrationFactory
+from integrations.tests.support import answer
+from orders import services as order_services
+from orders.tests.factories import OrderFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def order_syncs(order, integration):
+    return IntegrationSync.objects.filter(
+        integration=integration, content_type__model="order", object_id=str(order.pk)
+    ).order_by("sequence")
+
+
+def run_in_threads(n: int, fn) -> list:
+    barrier = threading.Barrier(n)
+    results, errors = [], []
+
+    def work():
+        try:
+            barrier.wait()
+            results.append(fn())
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            close_old_connections()
+            connection.close()
+
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    return results
+
+
+def test_sixteen_concurrent_dispatchers_deliver_one_create(recording_target):
+    integration = IntegrationFactory()
+    order = OrderFactory()
+    run_in_threads(16, lambda: dispatcher.dispatch_once(integration.pk))
+    order_creates = [c for c in recording_target.creates() if c["data"].get("title") == order.title]
+    assert len(order_creates) == 1
+    assert order_syncs(order, integration).get().status == SyncStatus.SYNCED
+    assert (
+        ExternalLink.objects.filter(
+            integration=integration, object_id=str(order.pk), content_type__model="order"
+        ).count()
+        == 1
+    )
+
+
+def test_sixteen_concurrent_recorders_of_created_leave_one_row(recording_target):
+    from integrations import outbox
+
+    integration = IntegrationFactory()
+    order = OrderFactory()
+    IntegrationSync.objects.filter(content_type__model="order").delete()
+    run_in_threads(16, lambda: outbox.record(order, EventType.CREATED))
+    assert order_syncs(order, integration).filter(event_type=EventType.CREATED).count() == 1
+
+
+def test_broker_unreachable_at_commit_keeps_row_pending_and_sweeper_delivers(recording_target, settings):
+    from app.celery import app as celery_app
+    from integrations import tasks
+
+    settings.SYNC_WAKEUP_ENABLED = True
+    integration = IntegrationFactory()
+    old = (celery_app.conf.broker_url, celery_app.conf.task_always_eager)
+    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    celery_app.conf.broker_connection_timeout = 1
+    celery_app._pool = None
+    try:
+        order = order_services.order_create(user=OrderFactory().user, title="kept", amount="10.00")
+    finally:
+        celery_app.conf.broker_url = old[0]
+        celery_app._pool = None
+    row = order_syncs(order, integration).get()
+    assert row.status == SyncStatus.PENDING
+    celery_app.conf.task_always_eager = True
+    try:
+        assert integration.pk in tasks.sweep_due_syncs()
+    finally:
+        celery_app.conf.task_always_eager = old[1]
+    row.refresh_from_db()
+    assert row.status == SyncStatus.SYNCED
+
+
+def test_worker_dying_after_claim_is_completed_by_another_after_lease(recording_target, settings):
+    integration = IntegrationFactory()
+    order = OrderFactory()
+    IntegrationSync.objects.exclude(content_type__model="order").delete()
+    claimed = services.sync_claim_due(integration=integration)  # the "dead" worker: claims, never completes
+    assert [c.sync.object_id for c in claimed] == [str(order.pk)]
+    assert dispatcher.dispatch_once(integration.pk) == 0  # lease still held: nobody else touches it
+    IntegrationSync.objects.filter(pk=claimed[0].id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert dispatcher.dispatch_once(integration.pk) == 1
+    row = order_syncs(order, integration).get()
+    assert row.status == SyncStatus.SYNCED and row.attempts == 2
+    assert len(recording_target.creates()) == 1
+    # The dead worker's late completion cannot overwrite the row it lost.
+    from integrations.targets.base import Outcome
+
+    assert (
+        services.sync_complete(claimed=claimed[0], outcome=Outcome(verdict=Verdict.TERMINAL), started_at=timezone.now())
+        is None
+    )
+    row.refresh_from_db()
+    assert row.status == SyncStatus.SYNCED
+
+
+def test_update_recorded_while_create_in_flight_waits_then_goes_out_as_update(recording_target):
+    integration = IntegrationFactory()
+    order = OrderFactory()
+    IntegrationSync.objects.exclude(content_type__model="order").delete()
+    recording_target.gate = threading.Event()
+    worker = threading.Thread(target=lambda: (dispatcher.dispatch_once(integration.pk), connection.close()))
+    worker.start()
+    assert recording_target.entered.wait(10)
+    order_services.order_update(order=order, data={"title": "changed while creating"})
+    assert dispatcher.dispatch_once(integration.pk) == 0  # the update never overtakes the unfinished create
+    recording_target.gate.set()
+    worker.join(10)
+    recording_target.gate = None
+    assert dispatcher.dispatch_once(integration.pk) == 1
+    actions = [(c["event"], c["action"]) for c in recording_target.calls]
+    assert actions == [("created", "create"), ("updated", "update")]
+    assert recording_target.calls[1]["remote_id"] == "100"
+    assert recording_target.calls[1]["data"]["title"] == "changed while creating"
+
+
+def test_two_updates_append_two_rows_and_second_created_is_ignored(recording_target):
+    from integrations import outbox
+
+    integration = IntegrationFactory()
+    order = OrderFactory()
+    order_services.order_update(order=order, data={"title": "a"})
+    order_services.order_update(order=order, data={"title": "b"})
+    outbox.record(order, EventType.CREATED)
+    rows = list(order_syncs(order, integration).values_list("event_type", "sequence"))
+    assert rows == [("created", 1), ("updated", 2), ("updated", 3)]
+
+
+def test_status_change_is_its_own_event_with_changes(recording_target):
+    integration = IntegrationFactory()
+    order = OrderFactory()
+    order_services.order_change_status(order=order, status="confirmed")
+    row = order_syncs(order, integration).last()
+    assert row.event_type == EventType.STATUS_CHANGED
+    assert row.changes == {"status": ["new", "confirmed"]}
+
+
+def test_terminal_error_fails_at_once(recording_target):
+    integration = IntegrationFactory()
+    OrderFactory()
+    IntegrationSync.objects.exclude(content_type__model="order").delete()
+    recording_target.script = [answer(Verdict.TERMINAL, 422, error="validation failed")]
+    dispatcher.dispatch_once(integration.pk)
+    row = IntegrationSync.objects.get(integration=integration)
+    assert row.status == SyncStatus.FAILED and row.attempts == 1 and "validation" in row.last_error
+    assert SyncAttempt.objects.get(sync=row).outcome == "terminal"
+
+
+def test_retryable_errors_back_off_growing_then_dead(recording_target, settings):
+    settings.SYNC_MAX_ATTEMPTS = 4
+    integration = IntegrationFactory()
+    OrderFactory()
+    IntegrationSync.objects.exclude(content_type__model="order").delete()
+    recording_target.script = [answer(Verdict.RETRYABLE, 503) for _ in range(4)]
+    ceilings = []
+    for _ in range(4):
+        IntegrationSync.objects.filter(integration=integration).update(next_attempt_at=timezone.now())
+        before = timezone.now()
+        assert dispatcher.dispatch_once(integration.pk) == 1
+        row = IntegrationSync.objects.get(integration=integration)
+        if row.status == SyncStatus.RETRYING:
+            ceilings.append((row.next_attempt_at - before).total_seconds())
+    assert row.status == SyncStatus.DEAD and row.attempts == 4
+    assert SyncAttempt.objects.filter(sync=row).count() == 4
+    assert all(0 <= d <= 5 * 2**i + 1 for i, d in enumerate(ceilings))
+
+
+def test_retry_after_is_respected(recording_target):
+    integration = IntegrationFactory()
+    OrderFactory()
+    IntegrationSync.objects.exclude(content_type__model="order").delete()
+    recording_target.script = [answer(Verdict.RETRYABLE, 429, retry_after=120)]
+    before = timezone.now()
+    dispatcher.dispatch_once(integration.pk)
+    row = IntegrationSync.objects.get(integration=integration)
+    assert (row.next_attempt_at - before).total_seconds() >= 119
+
+
+def test_deferred_outcome_does_not_burn_attempts(recording_target):
+    integration = IntegrationFactory()
+    OrderFactory()
+    IntegrationSync.objects.exclude(content_type__model="order").delete()
+    recording_target.script = [answer(Verdict.DEFERRED, 503, retry_after=0) for _ in range(3)]
+    for _ in range(3):
+        dispatcher.dispatch_once(integration.pk)
+    row = IntegrationSync.objects.get(integration=integration)
+    assert row.attempts == 0 and row.status == SyncStatus.PENDING
+    dispatcher.dispatch_once(integration.pk)
+    row.refresh_from_db()
+    assert row.status == SyncStatus.SYNCED and row.attempts == 1
+
+
+def test_task_run_twice_does_no_harm(recording_target):
+    from integrations.tasks import dispatch_sync
+
+    integration = IntegrationFactory()
+    order = OrderFactory()
+    sync_id = order_syncs(order, integration).get().pk
+    dispatch_sync(sync_id)
+    dispatch_sync(sync_id)
+    assert len([c for c in recording_target.calls if c["sync"] == sync_id]) == 1
+
+
+def test_integration_disabled_mid_flight_ends_skipped_with_reason(recording_target):
+    integration = IntegrationFactory()
+    OrderFactory()
+    integration.enabled = False
+    integration.save()
+    dispatcher.drain()
+    assert set(IntegrationSync.objects.values_list("status", flat=True)) == {SyncStatus.SKIPPED}
+    assert "disabled" in IntegrationSync.objects.first().last_error
+    assert recording_target.calls == []
+
+
+def test_disabled_integration_records_skipped_rows(recording_target):
+    IntegrationFactory(enabled=False)
+    OrderFactory()
+    assert set(IntegrationSync.objects.values_list("status", flat=True)) == {SyncStatus.SKIPPED}
+
+
+def test_target_crash_on_bad_data_ends_terminal_not_loop(recording_target):
+    integration = IntegrationFactory()
+    OrderFactory()
+
+    def bad(item):
+        raise ValueError("payload cannot be serialised")
+
+    recording_target.script = [bad]
+    dispatcher.dispatch_once(integration.pk, limit=1)
+    row = IntegrationSync.objects.filter(integration=integration).order_by("id").first()
+    assert row.status == SyncStatus.FAILED and "serialised" in row.last_error
+
+
+def test_object_deleted_before_sync_still_delivers_its_snapshot(recording_target):
+    IntegrationFactory()
+    order = OrderFactory()
+    title = order.title
+    order_services.order_delete(order=order)
+    dispatcher.drain()
+    events = [(c["event"], c["data"]["title"]) for c in recording_target.calls if "title" in c["data"]]
+    assert events == [("created", title), ("deleted", title)]
+
+
+def test_coalescing_target_sends_latest_state_once_and_supersedes(recording_target):
+    recording_target.coalesces = True
+    integration = IntegrationFactory()
+    order = OrderFactory()
+    IntegrationSync.objects.exclude(content_type__model="order").delete()
+    for i in range(10):
+        order_services.order_update(order=order, data={"title": f"v{i}"})
+    dispatcher.drain()
+    assert len(recording_target.calls) == 1
+    assert recording_target.calls[0]["data"]["title"] == "v9"
+    statuses = list(order_syncs(order, integration).values_list("status", flat=True))
+    assert statuses == [SyncStatus.SYNCED] + [SyncStatus.SUPERSEDED] * 10
+
+
+def test_endpoint_failing_for_long_is_paused_not_hammered(recording_target):
+    from integrations.services import PAUSE_AFTER_FAILURES
+
+    integration = IntegrationFactory()
+    for _ in range(PAUSE_AFTER_FAILURES):
+        OrderFactory()
+    IntegrationSync.objects.exclude(content_type__model="order").delete()
+    recording_target.script = [answer(Verdict.RETRYABLE, 500) for _ in range(PAUSE_AFTER_FAILURES)]
+    dispatcher.dispatch_once(integration.pk, limit=PAUSE_AFTER_FAILURES)
+    integration.refresh_from_db()
+    assert integration.consecutive_failures == PAUSE_AFTER_FAILURES
+    assert integration.paused_until and integration.paused_until > timezone.now()
+    IntegrationSync.objects.update(next_attempt_at=timezone.now())
+    calls = len(recording_target.calls)
+    assert dispatcher.dispatch_once(integration.pk) == 0  # paused: nothing is sent
+    assert len(recording_target.calls) == calls
+
+
+def test_replayed_old_row_on_state_target_sends_newest_state(recording_target):
+    recording_target.coalesces = True
+    integration = IntegrationFactory()
+    order = OrderFactory()
+    IntegrationSync.objects.exclude(content_type__model="order").delete()
+    order_services.order_update(order=order, data={"title": "old"})
+    dispatcher.drain()
+    order_services.order_update(order=order, data={"title": "newest"})
+    dispatcher.drain()
+    old_row = order_syncs(order, integration).filter(changes__title__1="old").get()
+    services.sync_replay(sync=old_row)
+    dispatcher.drain()
+    assert recording_target.calls[-1]["data"]["title"] == "newest"

@@ -1,0 +1,296 @@
+"""inbound_process against the Bitrix24 sandbox: pull the deal, map its stage, apply through the order service."""
+
+import threading
+from datetime import timedelta
+from urllib.parse import urlencode
+
+import pytest
+from django.contrib.contenttypes.models import ContentType
+from django.db import connection
+from django.utils import timezone
+
+from integrations.inbound import services
+from integrations.inbound.processing import inbound_process
+from integrations.models import (
+    EventType,
+    ExternalLink,
+    InboundStatus,
+    InboundWebhook,
+    Integration,
+    IntegrationKind,
+    IntegrationSync,
+)
+from integrations.sandbox.bitrix24 import BitrixSandbox
+from integrations.tests.factories import IntegrationFactory
+from orders.models import Order
+from orders.tests.factories import OrderFactory
+
+APP_TOKEN = "app-token-for-tests-0001"
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+def sandbox():
+    box = BitrixSandbox(enforce_rate_limit=False).start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture(autouse=True)
+def secrets(settings):
+    settings.BITRIX_WEBHOOK_TOKEN = "webhook-token-0001"
+    settings.BITRIX_APPLICATION_TOKEN = APP_TOKEN
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    from integrations.tasks import process_inbound
+
+    messages: list[int] = []
+    monkeypatch.setattr(process_inbound, "apply_async", lambda args, **kw: messages.append(args[0]))
+    return messages
+
+
+def link_order_to_deal(box) -> tuple[Order, int, Integration]:
+    """An order (new) linked to a sandbox deal (NEW), a Bitrix integration on the sandbox and an n8n integration."""
+    bitrix = Integration.objects.create(kind=IntegrationKind.BITRIX24, name="bitrix", endpoint=box.webhook_url)
+    n8n = IntegrationFactory(kind=IntegrationKind.N8N, name="n8n")
+    order = OrderFactory()
+    deal_id = box.store.add("deal", {"TITLE": f"Order #{order.pk}", "STAGE_ID": "NEW"})
+    ExternalLink.objects.create(
+        integration=bitrix,
+        content_type=ContentType.objects.get_for_model(Order),
+        object_id=str(order.pk),
+        remote_id=str(deal_id),
+        remote_state={"STAGE_ID": "NEW"},
+    )
+    return order, deal_id, n8n
+
+
+@pytest.fixture
+def linked(sandbox):
+    return link_order_to_deal(sandbox)
+
+
+def deal_event(client, deal_id, event="ONCRMDEALUPDATE", ts="1700000001") -> InboundWebhook:
+    form = {"event": event, "data[FIELDS][ID]": str(deal_id), "ts": ts, "auth[application_token]": APP_TOKEN}
+    response = client.post("/bitrix/webhook", urlencode(form), content_type=FORM_TYPE)
+    return InboundWebhook.objects.get(pk=response.json()["id"])
+
+
+def status_changes(integration) -> list[dict]:
+    return list(
+        IntegrationSync.objects.filter(integration=integration, event_type=EventType.STATUS_CHANGED).values_list(
+            "changes", flat=True
+        )
+    )
+
+
+def processed(client, sandbox, deal_id, stage: str | None = None, **event) -> InboundWebhook:
+    """Move the deal to `stage` in Bitrix (if given), post its event, process it; the row as stored afterwards."""
+    if stage:
+        sandbox.store.update("deal", deal_id, {"STAGE_ID": stage})
+    row = deal_event(client, deal_id, **event)
+    inbound_process(inbound_id=row.pk)
+    row.refresh_from_db()
+    return row
+
+
+def deal_gets(sandbox) -> int:
+    return sum(1 for r in sandbox.requests if r["method"] == "crm.deal.get")
+
+
+@pytest.mark.django_db
+def test_stage_change_in_bitrix_updates_order_and_emits_status_changed_for_n8n(client, sandbox, linked):
+    order, deal_id, n8n = linked
+    row = processed(client, sandbox, deal_id, "PREPARATION")
+    order.refresh_from_db()
+    assert (row.status, order.status) == (InboundStatus.PROCESSED, "confirmed")
+    assert row.result["old"] == "new" and row.result["new"] == "confirmed" and row.result["attempts"] == 1
+    assert row.processed_at is not None
+    assert status_changes(n8n) == [{"status": ["new", "confirmed"]}]
+
+
+@pytest.mark.django_db
+def test_processing_twice_changes_nothing_more(client, sandbox, linked):
+    order, deal_id, n8n = linked
+    row = processed(client, sandbox, deal_id, "EXECUTING")
+    assert row.status == InboundStatus.PROCESSED
+    assert inbound_process(inbound_id=row.pk) == "skipped"
+    assert deal_gets(sandbox) == 1 and len(status_changes(n8n)) == 1
+
+
+@pytest.mark.django_db
+def test_replayed_event_is_processed_once(client, sandbox, linked):
+    order, deal_id, n8n = linked
+    sandbox.store.update("deal", deal_id, {"STAGE_ID": "WON"})
+    first, second = deal_event(client, deal_id), deal_event(client, deal_id)
+    assert second.status == InboundStatus.DUPLICATE and second.result == {"duplicate_of": first.pk}
+    assert [inbound_process(inbound_id=r.pk) for r in (first, second)] == ["processed", "skipped"]
+    assert deal_gets(sandbox) == 1 and status_changes(n8n) == [{"status": ["new", "done"]}]
+
+
+@pytest.mark.django_db
+def test_echo_of_our_own_state_is_ignored_without_new_syncs(client, sandbox, linked):
+    order, deal_id, n8n = linked
+    syncs_before = IntegrationSync.objects.count()
+    row = processed(client, sandbox, deal_id)  # deal is still NEW, the order is new: our own write coming back
+    assert row.status == InboundStatus.IGNORED and row.result["echo"] is True
+    assert IntegrationSync.objects.count() == syncs_before
+
+
+@pytest.mark.django_db
+def test_stale_echo_of_the_stage_we_last_wrote_does_not_revert_a_newer_local_change(client, sandbox, linked):
+    order, deal_id, n8n = linked
+    Order.objects.filter(pk=order.pk).update(status="in_progress")  # local change whose sync is still pending
+    syncs_before = IntegrationSync.objects.count()
+    row = processed(client, sandbox, deal_id)  # Bitrix still says NEW, which is what we last wrote
+    order.refresh_from_db()
+    assert row.status == InboundStatus.IGNORED and row.result["echo"] is True
+    assert order.status == "in_progress" and IntegrationSync.objects.count() == syncs_before
+
+
+@pytest.mark.django_db
+def test_unknown_stage_is_ignored_and_recorded_never_guessed(client, sandbox, linked):
+    order, deal_id, n8n = linked
+    row = processed(client, sandbox, deal_id, "C3:FINAL_INVOICE")
+    order.refresh_from_db()
+    assert row.status == InboundStatus.IGNORED and order.status == "new"
+    assert row.result["stage"] == "C3:FINAL_INVOICE" and "unknown stage" in row.result["reason"]
+
+
+@pytest.mark.django_db
+def test_deal_without_linked_order_is_ignored_without_calling_bitrix(client, sandbox, linked):
+    row = processed(client, sandbox, 9999)
+    assert row.status == InboundStatus.IGNORED and "no order is linked to deal 9999" in row.result["reason"]
+    assert deal_gets(sandbox) == 0
+
+
+@pytest.mark.django_db
+def test_deal_deleted_in_bitrix_is_ignored(client, sandbox, linked):
+    order, deal_id, n8n = linked
+    sandbox.store.delete("deal", deal_id)
+    row = processed(client, sandbox, deal_id)
+    assert row.status == InboundStatus.IGNORED and "not found" in row.result["reason"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "event,reason",
+    [("ONCRMCONTACTUPDATE", "contact changes are not pulled"), ("ONCRMDEALDELETE", "deal deletions are not pulled")],
+)
+def test_contact_and_delete_events_are_ignored(client, sandbox, linked, event, reason):
+    row = processed(client, sandbox, 5, event=event)
+    assert row.status == InboundStatus.IGNORED and row.result["reason"] == reason
+    assert deal_gets(sandbox) == 0
+
+
+@pytest.mark.django_db
+def test_robot_call_for_a_deal_is_processed_like_an_event(client, sandbox, linked):
+    order, deal_id, n8n = linked
+    sandbox.store.update("deal", deal_id, {"STAGE_ID": "LOSE"})
+    body = urlencode(
+        {"document_id[0]": "crm", "document_id[1]": "CCrmDocumentDeal", "document_id[2]": f"DEAL_{deal_id}"}
+    )
+    response = client.post('/bitrix/webhook?test="test2"&token=webhook-token-0001', body, content_type=FORM_TYPE)
+    assert inbound_process(inbound_id=response.json()["id"]) == InboundStatus.PROCESSED
+    order.refresh_from_db()
+    assert order.status == "cancelled"
+
+
+@pytest.mark.django_db
+def test_bitrix_unreachable_fails_then_requeue_retries_up_to_the_cap(
+    client, sandbox, linked, sent, django_capture_on_commit_callbacks
+):
+    order, deal_id, n8n = linked
+    sandbox.store.update("deal", deal_id, {"STAGE_ID": "PREPARATION"})
+    row = deal_event(client, deal_id)
+    sandbox.fail_next(1, "error_5xx")
+    assert inbound_process(inbound_id=row.pk) == InboundStatus.FAILED
+    row.refresh_from_db()
+    assert row.result == {"attempts": 1, "retryable": True} and "crm.deal.get" in row.error
+    assert services.inbound_requeue_stale() == []  # failed less than a minute ago: not yet
+    InboundWebhook.objects.filter(pk=row.pk).update(processed_at=timezone.now() - timedelta(minutes=2))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.inbound_requeue_stale() == [row.pk]
+    assert sent[-1] == row.pk
+    assert inbound_process(inbound_id=row.pk) == InboundStatus.PROCESSED
+    row.refresh_from_db()
+    assert row.result["attempts"] == 2 and row.error == ""
+
+
+@pytest.mark.django_db
+def test_requeue_stops_at_the_attempt_cap(client, linked, sent):
+    row = deal_event(client, linked[1])
+    InboundWebhook.objects.filter(pk=row.pk).update(
+        status=InboundStatus.FAILED,
+        result={"attempts": services.MAX_ATTEMPTS, "retryable": True},
+        processed_at=timezone.now() - timedelta(hours=1),
+        received_at=timezone.now() - timedelta(hours=1),
+    )
+    assert services.inbound_requeue_stale() == []
+    assert InboundWebhook.objects.get(pk=row.pk).status == InboundStatus.FAILED
+
+
+@pytest.mark.django_db
+def test_transport_failure_is_failed_and_retryable(client, linked, settings):
+    Integration.objects.filter(kind=IntegrationKind.BITRIX24).update(endpoint="http://127.0.0.1:9/rest/1/code/")
+    row = deal_event(client, linked[1])
+    assert inbound_process(inbound_id=row.pk) == InboundStatus.FAILED
+    row.refresh_from_db()
+    assert row.result["retryable"] is True and "code" not in row.error.replace("crm.deal.get", "")
+
+
+@pytest.mark.django_db
+def test_requeue_sends_received_rows_older_than_a_minute_only(client, sent, django_capture_on_commit_callbacks):
+    old = deal_event(client, 1, ts="1")
+    new = deal_event(client, 2, ts="2")
+    InboundWebhook.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(minutes=5))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.inbound_requeue_stale() == [old.pk]
+    assert sent == [old.pk] and new.pk not in sent
+
+
+def run_together(n: int, call) -> list:
+    """Start `call` in n threads at once (each with its own DB connection); their results."""
+    barrier, results = threading.Barrier(n), []
+
+    def work():
+        barrier.wait()
+        try:
+            results.append(call())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_workers_process_a_row_once(client, sandbox, linked):
+    order, deal_id, n8n = linked
+    sandbox.store.update("deal", deal_id, {"STAGE_ID": "EXECUTING"})
+    row = deal_event(client, deal_id)
+    results = run_together(4, lambda: inbound_process(inbound_id=row.pk))
+    assert sorted(results) == ["processed", "skipped", "skipped", "skipped"]
+    assert deal_gets(sandbox) == 1 and len(status_changes(n8n)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_identical_events_store_one_accepted_and_the_rest_duplicates(sent):
+    from django.test import Client
+
+    form = urlencode(
+        {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": "42", "auth[application_token]": APP_TOKEN}
+    )
+    answers = run_together(8, lambda: Client().post("/bitrix/webhook", form, content_type=FORM_TYPE).json()["status"])
+    assert sorted(answers) == ["accepted"] + ["duplicate"] * 7
+    assert InboundWebhook.objects.count() == 8
+    original = InboundWebhook.objects.get(status=InboundStatus.RECEIVED)
+    duplicates = InboundWebhook.objects.filter(status=InboundStatus.DUPLICATE).values_list("result", flat=True)
+    assert all(result == {"duplicate_of": original.pk} for result in duplicates)
+    assert sent == [original.pk]
