@@ -37,6 +37,10 @@ def setup(db_name: str) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
+    # django-webhook fills its topics in AppConfig.ready(), which on a fresh database runs before the tables exist.
+    from django_webhook.models import populate_topics_from_settings
+
+    populate_topics_from_settings()
     webhook_signals(False)
     reset()
 

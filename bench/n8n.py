@@ -69,6 +69,8 @@ def run(ctx) -> list[Result]:
     user = make_user(0, tag="n8n")
     _create_orders(user, 5)  # warm-up
     base = baseline(user, n)
+    if not base["events"]:
+        raise RuntimeError(f"the django-webhook baseline delivered none of {n} events")
     mine = ours(user, n)
     ctx.detail(
         "n8n",

@@ -30,7 +30,10 @@ def test_smoke_suite_produces_every_metric(tmp_path):
     assert elapsed < 90
     results = json.loads(out.with_suffix(".json").read_text())
     metrics = {r["metric"].split(",")[0].split(" of ")[0]: r for r in results}
-    assert all(r["unit"] != "error" for r in results), [r["note"] for r in results if r["unit"] == "error"]
+    assert all(r["unit"] != "error" for r in results), (
+        [(r["metric"], r["note"]) for r in results if r["unit"] == "error"],
+        proc.stderr[-3000:],
+    )
     for result in results:
         assert isinstance(result["ours"], (int, float)), result
     expected = [
