@@ -1,6 +1,8 @@
-"""API-wide helpers: Django ValidationError from services becomes a 400 with field messages; pagination."""
+"""API-wide helpers: Django ValidationError from services becomes a 400 with field messages; JSON 404s; pagination."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -11,6 +13,13 @@ def exception_handler(exc, context):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         exc = exceptions.ValidationError(detail=detail)
     return drf_exception_handler(exc, context)
+
+
+def not_found(request, exception):
+    """A URL under /api/ that matches no route (e.g. /api/orders/abc/) answers JSON like DRF's own 404s."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 def paginated_response(*, serializer_class, queryset, request, view) -> Response:

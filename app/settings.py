@@ -110,7 +110,7 @@ REST_FRAMEWORK = {
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "app.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "app.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {

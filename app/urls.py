@@ -6,6 +6,8 @@ from app import health
 from integrations.dashboard import dashboard_urls
 from integrations.metrics import metrics_view
 
+handler404 = "app.api.not_found"
+
 urlpatterns = [
     path("admin/integrations/dashboard/", include(dashboard_urls)),
     path("admin/", admin.site.urls),

@@ -192,7 +192,6 @@ class SyncRetryApi(StaffApi):
         request=None,
         responses={
             200: SyncSerializer,
-            404: None,
             409: inline_serializer("RetryRefused", {"detail": serializers.CharField()}),
         },
         summary="Deliver a failed, dead or waiting row now (same event id)",

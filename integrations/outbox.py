@@ -3,7 +3,7 @@
 import logging
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations import payloads
@@ -11,55 +11,69 @@ from integrations.models import EventType, Integration, IntegrationSync, SyncSta
 
 log = logging.getLogger("integrations.outbox")
 
-_NEXT_SEQUENCE_SQL = """
+_NEXT_SEQUENCES_SQL = """
 INSERT INTO integrations_sequencecounter (integration_id, content_type_id, object_id, last)
-VALUES (%s, %s, %s, 1)
+SELECT integration_id, %s, %s, 1 FROM unnest(%s::bigint[]) AS integration_id
 ON CONFLICT (integration_id, content_type_id, object_id)
 DO UPDATE SET last = integrations_sequencecounter.last + 1
-RETURNING last
+RETURNING integration_id, last
 """
 
 
-def next_sequence(integration_id: int, content_type_id: int, object_id: str) -> int:
-    """Atomic per-object counter; the row lock also makes concurrent writers of one object commit in sequence order."""
+def next_sequences(integration_ids: list[int], content_type_id: int, object_id: str) -> dict[int, int]:
+    """Atomic per-object counters, one round trip for every integration; returns {integration_id: sequence}.
+
+    The row locks (taken in ascending integration id, so concurrent writers cannot deadlock) also make concurrent
+    writers of one object commit in sequence order. A created event that turns out to be a duplicate leaves a gap,
+    which is harmless: delivery orders by sequence, it never counts on consecutive numbers.
+    """
     with connection.cursor() as cursor:
-        cursor.execute(_NEXT_SEQUENCE_SQL, [integration_id, content_type_id, object_id])
-        return cursor.fetchone()[0]
+        cursor.execute(_NEXT_SEQUENCES_SQL, [content_type_id, object_id, sorted(integration_ids)])
+        return dict(cursor.fetchall())
 
 
 def record(obj, event_type: str, *, changes: dict | None = None, data: dict | None = None) -> list[IntegrationSync]:
-    """Write the event's rows (pending if enabled, skipped if disabled) and wake a worker on commit."""
+    """Write the event's rows (pending if enabled, skipped if disabled) and wake a worker on commit.
+
+    Round trips are the cost of every save, so: one query for the integrations, one for all sequence numbers,
+    then one INSERT for all rows of an update event, or one get_or_create per integration for a created event.
+    """
     content_type = ContentType.objects.get_for_model(obj, for_concrete_model=True)
     object_type = content_type.model
     event_name = f"{object_type}.{event_type}"
+    integrations = [i for i in Integration.objects.order_by("pk") if i.wants(event_name)]
+    if not integrations:
+        return []
     data = data if data is not None else payloads.snapshot(obj)
     now = timezone.now()
+    object_id = str(obj.pk)
     rows: list[IntegrationSync] = []
-    with transaction.atomic():
-        for integration in Integration.objects.all():
-            if not integration.wants(event_name):
-                continue
-            status = SyncStatus.PENDING if integration.enabled else SyncStatus.SKIPPED
+    # No savepoint of our own: an error here aborts the caller's transaction, so the object and its events go together.
+    with transaction.atomic(savepoint=False):
+        sequences = next_sequences([i.pk for i in integrations], content_type.pk, object_id)
+        for integration in integrations:
             fields = dict(
                 payload=data,
                 changes=changes or {},
-                status=status,
+                status=SyncStatus.PENDING if integration.enabled else SyncStatus.SKIPPED,
                 next_attempt_at=now,
                 occurred_at=now,
                 last_error="" if integration.enabled else "integration disabled when the event happened",
+                sequence=sequences[integration.pk],
             )
-            key = dict(integration=integration, content_type=content_type, object_id=str(obj.pk))
+            key = dict(integration=integration, content_type=content_type, object_id=object_id)
             if event_type == EventType.CREATED:
                 row = _get_or_create_created(key, fields)
-                if row is None:
-                    continue
+                if row is not None:
+                    rows.append(row)
             else:
-                fields["sequence"] = next_sequence(integration.pk, content_type.pk, str(obj.pk))
-                row = IntegrationSync.objects.create(event_type=event_type, **key, **fields)
-            rows.append(row)
-            log.info(
-                "[QUEUE] %s %s sync=%s integration=%s seq=%s", event_name, obj.pk, row.pk, integration.pk, row.sequence
-            )
+                rows.append(IntegrationSync(event_type=event_type, **key, **fields))
+        if event_type != EventType.CREATED:
+            rows = IntegrationSync.objects.bulk_create(rows)
+    for row in rows:
+        log.info(
+            "[QUEUE] %s %s sync=%s integration=%s seq=%s", event_name, obj.pk, row.pk, row.integration_id, row.sequence
+        )
     pending = [r.pk for r in rows if r.status == SyncStatus.PENDING]
     if pending:
         transaction.on_commit(lambda: wake(pending))
@@ -67,16 +81,9 @@ def record(obj, event_type: str, *, changes: dict | None = None, data: dict | No
 
 
 def _get_or_create_created(key: dict, fields: dict) -> IntegrationSync | None:
-    """A second "created" can never exist: the partial unique constraint decides, get_or_create reads the winner."""
-    existing = IntegrationSync.objects.filter(event_type=EventType.CREATED, **key).first()
-    if existing:
-        return None
-    fields["sequence"] = next_sequence(key["integration"].pk, key["content_type"].pk, key["object_id"])
-    try:
-        with transaction.atomic():
-            row, created = IntegrationSync.objects.get_or_create(event_type=EventType.CREATED, **key, defaults=fields)
-    except IntegrityError:  # a concurrent writer inserted it between our read and our insert
-        return None
+    """A second "created" can never exist: the partial unique constraint decides, get_or_create reads the winner
+    (it catches the IntegrityError of a concurrent insert inside its own savepoint and returns the existing row)."""
+    row, created = IntegrationSync.objects.get_or_create(event_type=EventType.CREATED, **key, defaults=fields)
     return row if created else None
 
 

@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
@@ -37,6 +37,10 @@ class UserOutputSerializer(serializers.ModelSerializer):
 
 class TokenObtainApi(ObtainAuthToken):
     """POST username + password → {"token": ...}; bad credentials → 400."""
+
+    # Public: a stale token in the Authorization header must not stop a client from logging in again.
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
 
     @extend_schema(
         request=AuthTokenSerializer,
