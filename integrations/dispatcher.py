@@ -27,8 +27,7 @@ def dispatch_once(integration_id: int, *, limit: int = 50) -> int:
     started = timezone.now()
     if not integration.enabled:
         reason = f"integration disabled{': ' + integration.disabled_reason if integration.disabled_reason else ''}"
-        for item in claimed:
-            services.sync_release_unclaimable(claimed=item, reason=reason)
+        services.sync_release_unclaimable(claimed=claimed, reason=reason)
         return len(claimed)
     log.info("[WORKER] integration=%s claimed %s syncs: %s", integration.pk, len(claimed), [c.id for c in claimed][:20])
     try:
@@ -39,9 +38,10 @@ def dispatch_once(integration_id: int, *, limit: int = 50) -> int:
     except Exception as exc:  # noqa: BLE001 - anything else is retried with backoff, then dead
         log.exception("[WORKER] integration=%s target crashed", integration.pk)
         outcomes = {c.id: Outcome(verdict=Verdict.RETRYABLE, error=f"{type(exc).__name__}: {exc}") for c in claimed}
-    for item in claimed:
-        outcome = outcomes.get(item.id) or Outcome(verdict=Verdict.RETRYABLE, error="target returned no outcome")
-        services.sync_complete(claimed=item, outcome=outcome, started_at=started)
+    missing = Outcome(verdict=Verdict.RETRYABLE, error="target returned no outcome")
+    services.sync_complete_many(
+        results=[(item, outcomes.get(item.id) or missing) for item in claimed], started_at=started
+    )
     return len(claimed)
 
 

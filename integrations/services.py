@@ -107,26 +107,58 @@ def _with_followers(row: IntegrationSync) -> Claimed:
 
 def sync_complete(*, claimed: Claimed, outcome: Outcome, started_at) -> IntegrationSync | None:
     """Record the attempt and the new status; a row whose lease was taken over is not overwritten."""
-    sync = claimed.sync
+    return sync_complete_many(results=[(claimed, outcome)], started_at=started_at)[0]
+
+
+_COMPLETED_FIELDS = [
+    "status",
+    "synced_at",
+    "last_error",
+    "remote_id",
+    "attempts",
+    "next_attempt_at",
+    "claim_token",
+    "lease_expires_at",
+    "updated_at",
+]
+
+
+def sync_complete_many(*, results: list[tuple[Claimed, Outcome]], started_at) -> list[IntegrationSync | None]:
+    """Complete one claimed batch (one integration) in one transaction: the rows and the integration are locked once,
+    the attempts go in one INSERT and the rows in one UPDATE. Returns the row per result, None where the lease was
+    lost (the result is then kept as an attempt only)."""
+    if not results:
+        return []
     now = timezone.now()
     with transaction.atomic():
-        row = IntegrationSync.objects.select_for_update().filter(pk=sync.pk, claim_token=sync.claim_token).first()
-        _record_attempt(sync, outcome, started_at)
-        if row is None:
-            log.warning("[WORKER] sync=%s lease lost before completion; result kept as an attempt only", sync.pk)
-            return None
-        integration = Integration.objects.select_for_update().get(pk=row.integration_id)
-        _apply_outcome(row, integration, claimed, outcome, now)
-        row.claim_token = None
-        row.lease_expires_at = None
-        row.save()
+        locked = {
+            row.pk: row
+            for row in IntegrationSync.objects.select_for_update()
+            .filter(pk__in=[claimed.id for claimed, _ in results])
+            .order_by("pk")
+        }
+        SyncAttempt.objects.bulk_create([_attempt(claimed.sync, outcome, started_at) for claimed, outcome in results])
+        integration = Integration.objects.select_for_update().get(pk=results[0][0].sync.integration_id)
+        completed: list[IntegrationSync | None] = []
+        for claimed, outcome in results:
+            row = locked.get(claimed.id)
+            if row is None or row.claim_token != claimed.sync.claim_token:
+                log.warning("[WORKER] sync=%s lease lost before completion; result kept as an attempt only", claimed.id)
+                completed.append(None)
+                continue
+            _apply_outcome(row, integration, claimed, outcome, now)
+            row.claim_token = None
+            row.lease_expires_at = None
+            row.updated_at = now
+            completed.append(row)
+        IntegrationSync.objects.bulk_update([row for row in completed if row is not None], _COMPLETED_FIELDS)
         integration.save()
-    return row
+    return completed
 
 
-def _record_attempt(sync: IntegrationSync, outcome: Outcome, started_at) -> None:
+def _attempt(sync: IntegrationSync, outcome: Outcome, started_at) -> SyncAttempt:
     http = outcome.http
-    SyncAttempt.objects.create(
+    return SyncAttempt(
         sync_id=sync.pk,
         number=sync.attempts,
         started_at=started_at,
@@ -227,11 +259,10 @@ def link_set(*, row: IntegrationSync, remote_id: str, state: dict | None = None)
     return link
 
 
-def sync_release_unclaimable(*, claimed: Claimed, reason: str) -> None:
-    """Used when a target cannot run at all (integration disabled mid-flight): the row ends skipped with the reason."""
-    sync_complete(
-        claimed=claimed, outcome=Outcome(verdict=Verdict.TERMINAL, skip=True, error=reason), started_at=timezone.now()
-    )
+def sync_release_unclaimable(*, claimed: list[Claimed], reason: str) -> None:
+    """Used when a target cannot run at all (integration disabled mid-flight): the rows end skipped with the reason."""
+    outcome = Outcome(verdict=Verdict.TERMINAL, skip=True, error=reason)
+    sync_complete_many(results=[(item, outcome) for item in claimed], started_at=timezone.now())
 
 
 def sync_replay(*, sync: IntegrationSync) -> IntegrationSync:
@@ -254,4 +285,12 @@ def sync_retry_now(*, sync: IntegrationSync) -> IntegrationSync:
     return sync_replay(sync=sync)
 
 
-__all__ = ["IntegrityError", "sync_claim_due", "sync_complete", "sync_replay", "link_get", "link_set"]
+__all__ = [
+    "IntegrityError",
+    "sync_claim_due",
+    "sync_complete",
+    "sync_complete_many",
+    "sync_replay",
+    "link_get",
+    "link_set",
+]

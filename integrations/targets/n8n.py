@@ -2,7 +2,9 @@
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
+from django.conf import settings
 from django.utils import timezone
 
 from integrations import payloads, policy
@@ -25,12 +27,13 @@ class N8nTarget:
         if not secrets:
             error = "no signing secret configured for this n8n integration (set one in the admin)"
             return {item.id: Outcome(verdict=Verdict.TERMINAL, error=error) for item in claimed}
-        outcomes: dict[int, Outcome] = {}
-        for item in claimed:
-            outcomes[item.id] = self._deliver_one(integration, item, secrets)
-            if outcomes[item.id].disable_integration:
-                break  # 410: the endpoint is gone; the rest are skipped by the dispatcher's next round
-        return outcomes
+        # A claimed batch holds at most one row per object (head of line), so its POSTs may run side by side.
+        workers = max(1, min(settings.N8N_CONCURRENCY, len(claimed)))
+        if workers == 1:
+            return {item.id: self._deliver_one(integration, item, secrets) for item in claimed}
+        with ThreadPoolExecutor(workers, thread_name_prefix="n8n") as pool:
+            futures = {item.id: pool.submit(self._deliver_one, integration, item, secrets) for item in claimed}
+            return {sync_id: future.result() for sync_id, future in futures.items()}
 
     def _deliver_one(self, integration: Integration, item: Claimed, secrets: list[str]) -> Outcome:
         sync = item.sync
