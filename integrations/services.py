@@ -1,12 +1,15 @@
 """The only writers of IntegrationSync, SyncAttempt and ExternalLink: claim, complete, replay."""
 
+import json
 import logging
 import socket
 import uuid
+from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from integrations import policy
@@ -73,36 +76,43 @@ def sync_claim_due(*, integration: Integration, limit: int = 50, coalesce: bool 
     if not ids:
         return []
     rows = list(IntegrationSync.objects.filter(pk__in=ids).select_related("content_type").order_by("id"))
-    return [_with_followers(row) if coalesce else Claimed(sync=row, data=row.payload) for row in rows]
+    if not coalesce:
+        return [Claimed(sync=row, data=row.payload) for row in rows]
+    return _with_followers(rows)
 
 
-def _with_followers(row: IntegrationSync) -> Claimed:
-    """Fold later pending updates of the same object into this delivery (state sync needs only the latest)."""
-    later = IntegrationSync.objects.filter(
-        integration_id=row.integration_id,
-        content_type_id=row.content_type_id,
-        object_id=row.object_id,
-        sequence__gt=row.sequence,
-        status__in=[SyncStatus.PENDING, SyncStatus.RETRYING],
-    ).order_by("sequence")
-    followers, data = [], row.payload
-    if row.event_type != EventType.DELETED:
-        for follower in later.only("id", "event_type", "payload"):
-            if follower.event_type in (EventType.DELETED, EventType.CREATED):
-                break
-            followers.append(follower.pk)
-        # State sync sends the newest snapshot recorded for the object, so a replayed old row cannot roll it back.
-        newest = (
-            IntegrationSync.objects.filter(
-                integration_id=row.integration_id, content_type_id=row.content_type_id, object_id=row.object_id
-            )
-            .exclude(event_type=EventType.DELETED)
-            .order_by("-sequence")
-            .values_list("payload", flat=True)
-            .first()
+def _with_followers(rows: list[IntegrationSync]) -> list[Claimed]:
+    """Fold later pending updates of the same object into each delivery (state sync needs only the latest).
+
+    One query for the whole batch: every row of the claimed objects from the claimed sequence on. The newest
+    non-delete snapshot among them is what gets sent, so a replayed old row cannot roll the remote state back."""
+    later_of: dict[tuple, list] = defaultdict(list)
+    if rows:
+        wanted = Q()
+        for row in rows:
+            wanted |= Q(content_type_id=row.content_type_id, object_id=row.object_id, sequence__gt=row.sequence)
+        later = (
+            IntegrationSync.objects.filter(wanted, integration_id=rows[0].integration_id)
+            .order_by("sequence")
+            .values_list("content_type_id", "object_id", "id", "event_type", "status", "payload")
         )
-        data = newest if newest is not None else data
-    return Claimed(sync=row, data=data, followers=followers)
+        for ct, oid, pk, event_type, status, payload in later:
+            later_of[(ct, oid)].append((pk, event_type, status, payload))
+    claimed = []
+    for row in rows:
+        followers, data = [], row.payload
+        if row.event_type != EventType.DELETED:
+            stopped = False
+            for pk, event_type, status, payload in later_of[(row.content_type_id, row.object_id)]:
+                if status in (SyncStatus.PENDING, SyncStatus.RETRYING) and not stopped:
+                    if event_type in (EventType.DELETED, EventType.CREATED):
+                        stopped = True  # a delete (or a re-create) is its own delivery
+                    else:
+                        followers.append(pk)
+                if event_type != EventType.DELETED:
+                    data = payload
+        claimed.append(Claimed(sync=row, data=data, followers=followers))
+    return claimed
 
 
 def sync_complete(*, claimed: Claimed, outcome: Outcome, started_at) -> IntegrationSync | None:
@@ -110,17 +120,26 @@ def sync_complete(*, claimed: Claimed, outcome: Outcome, started_at) -> Integrat
     return sync_complete_many(results=[(claimed, outcome)], started_at=started_at)[0]
 
 
-_COMPLETED_FIELDS = [
-    "status",
-    "synced_at",
-    "last_error",
-    "remote_id",
-    "attempts",
-    "next_attempt_at",
-    "claim_token",
-    "lease_expires_at",
-    "updated_at",
-]
+# One statement for the whole batch (bulk_update's CASE expressions cost more than the deliveries themselves).
+_COMPLETE_SQL = """
+UPDATE integrations_integrationsync AS s
+SET status = v.status, synced_at = v.synced_at, last_error = v.last_error, remote_id = v.remote_id,
+    attempts = v.attempts, next_attempt_at = v.next_attempt_at,
+    claim_token = NULL, lease_expires_at = NULL, updated_at = %s
+FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::int[], %s::timestamptz[])
+    AS v(id, status, synced_at, last_error, remote_id, attempts, next_attempt_at)
+WHERE s.id = v.id
+"""
+
+# Links of freshly created remote objects, in one statement; rows that conflict take the careful per-row path.
+_INSERT_LINKS_SQL = """
+INSERT INTO integrations_externallink
+    (integration_id, content_type_id, object_id, remote_id, remote_state, created_at, updated_at)
+SELECT %s, v.ct, v.oid, v.rid, v.state::jsonb, %s, %s
+FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[]) AS v(ct, oid, rid, state)
+ON CONFLICT DO NOTHING
+RETURNING content_type_id, object_id
+"""
 
 
 def sync_complete_many(*, results: list[tuple[Claimed, Outcome]], started_at) -> list[IntegrationSync | None]:
@@ -140,20 +159,60 @@ def sync_complete_many(*, results: list[tuple[Claimed, Outcome]], started_at) ->
         SyncAttempt.objects.bulk_create([_attempt(claimed.sync, outcome, started_at) for claimed, outcome in results])
         integration = Integration.objects.select_for_update().get(pk=results[0][0].sync.integration_id)
         completed: list[IntegrationSync | None] = []
-        for claimed, outcome in results:
+        for claimed, _ in results:
             row = locked.get(claimed.id)
             if row is None or row.claim_token != claimed.sync.claim_token:
                 log.warning("[WORKER] sync=%s lease lost before completion; result kept as an attempt only", claimed.id)
-                completed.append(None)
-                continue
-            _apply_outcome(row, integration, claimed, outcome, now)
-            row.claim_token = None
-            row.lease_expires_at = None
-            row.updated_at = now
+                row = None
             completed.append(row)
-        IntegrationSync.objects.bulk_update([row for row in completed if row is not None], _COMPLETED_FIELDS)
+        linked = _insert_new_links(
+            integration.pk, [(r, o) for r, (_, o) in zip(completed, results, strict=True) if r], now
+        )
+        for row, (claimed, outcome) in zip(completed, results, strict=True):
+            if row is not None:
+                _apply_outcome(row, integration, claimed, outcome, now, linked=row.pk in linked)
+                row.claim_token, row.lease_expires_at, row.updated_at = None, None, now
+        done = [row for row in completed if row is not None]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _COMPLETE_SQL,
+                [
+                    now,
+                    [r.pk for r in done],
+                    [r.status for r in done],
+                    [r.synced_at for r in done],
+                    [r.last_error for r in done],
+                    [r.remote_id for r in done],
+                    [r.attempts for r in done],
+                    [r.next_attempt_at for r in done],
+                ],
+            )
         integration.save()
     return completed
+
+
+def _insert_new_links(integration_id: int, results: list[tuple[IntegrationSync, Outcome]], now) -> set[int]:
+    """Insert the links of successful deliveries in one statement; returns the sync ids whose link is now written.
+
+    Anything that conflicts (a link that already exists, a remote id linked elsewhere) is left to link_set."""
+    fresh = [(row, o) for row, o in results if o.verdict == Verdict.OK and o.remote_id and not o.skip]
+    if not fresh:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_LINKS_SQL,
+            [
+                integration_id,
+                now,
+                now,
+                [row.content_type_id for row, _ in fresh],
+                [row.object_id for row, _ in fresh],
+                [o.remote_id for _, o in fresh],
+                [json.dumps(o.link_state or {}) for _, o in fresh],
+            ],
+        )
+        inserted = set(cursor.fetchall())
+    return {row.pk for row, _ in fresh if (row.content_type_id, row.object_id) in inserted}
 
 
 def _attempt(sync: IntegrationSync, outcome: Outcome, started_at) -> SyncAttempt:
@@ -173,7 +232,7 @@ def _attempt(sync: IntegrationSync, outcome: Outcome, started_at) -> SyncAttempt
     )
 
 
-def _apply_outcome(row, integration, claimed: Claimed, outcome: Outcome, now) -> None:
+def _apply_outcome(row, integration, claimed: Claimed, outcome: Outcome, now, *, linked: bool = False) -> None:
     verdict = outcome.verdict
     if outcome.disable_integration:
         integration.enabled = False
@@ -185,7 +244,7 @@ def _apply_outcome(row, integration, claimed: Claimed, outcome: Outcome, now) ->
         row.status, row.synced_at, row.last_error = SyncStatus.SYNCED, now, ""
         row.remote_id = outcome.remote_id or row.remote_id
         integration.last_success_at, integration.consecutive_failures, integration.paused_until = now, 0, None
-        if outcome.remote_id and not _link_written(row, outcome):
+        if outcome.remote_id and not linked and not _link_written(row, outcome):
             return
         if claimed.followers:
             IntegrationSync.objects.filter(

@@ -50,8 +50,14 @@ class BitrixTarget:
 
     def deliver(self, integration: Integration, claimed: list[Claimed]) -> dict[int, Outcome]:
         client = self.client_factory(integration)
-        contacts = [self._plan(integration, c, "contact") for c in claimed if c.sync.content_type.model == "user"]
-        deals = [self._plan(integration, c, "deal") for c in claimed if c.sync.content_type.model == "order"]
+        links = {
+            (link.content_type_id, link.object_id): link
+            for link in ExternalLink.objects.filter(
+                integration=integration, object_id__in={c.sync.object_id for c in claimed}
+            )
+        }
+        contacts = [self._plan(c, "contact", links) for c in claimed if c.sync.content_type.model == "user"]
+        deals = [self._plan(c, "deal", links) for c in claimed if c.sync.content_type.model == "order"]
         _mark_lookups(contacts + deals)
         try:
             self._run(client, contacts, "crm.contact")
@@ -65,10 +71,8 @@ class BitrixTarget:
         }
 
     # -- planning ---------------------------------------------------------------------------------------------
-    def _plan(self, integration: Integration, item: Claimed, entity: str) -> Plan:
-        link = ExternalLink.objects.filter(
-            integration=integration, content_type_id=item.sync.content_type_id, object_id=item.sync.object_id
-        ).first()
+    def _plan(self, item: Claimed, entity: str, links: dict) -> Plan:
+        link = links.get((item.sync.content_type_id, item.sync.object_id))
         plan = Plan(item=item, entity=entity, link=link, remote_id=link.remote_id if link else "")
         if item.sync.event_type == EventType.DELETED:
             if entity == "contact" or not link:
