@@ -13,14 +13,18 @@ from integrations.targets.base import Outcome
 
 log = logging.getLogger("integrations.worker")
 DATA_ERRORS = (TypeError, ValueError, KeyError, AttributeError)
+DEFAULT_CLAIM_LIMIT = 50
 
 
-def dispatch_once(integration_id: int, *, limit: int = 50) -> int:
-    """One claim-and-deliver round for one integration; returns how many rows were handled."""
+def dispatch_once(integration_id: int, *, limit: int | None = None) -> int:
+    """One claim-and-deliver round for one integration; returns how many rows were handled.
+
+    The batch size is the target's (`claim_limit`) unless given."""
     integration = Integration.objects.filter(pk=integration_id).first()
     if integration is None or (integration.paused_until and integration.paused_until > timezone.now()):
         return 0
     target = target_for(integration.kind)
+    limit = limit or getattr(target, "claim_limit", DEFAULT_CLAIM_LIMIT)
     claimed = services.sync_claim_due(integration=integration, limit=limit, coalesce=target.coalesces)
     if not claimed:
         return 0
@@ -54,7 +58,7 @@ def integrations_with_due_work() -> list[int]:
     return sorted(ids)
 
 
-def drain(*, max_seconds: float = 60.0, integration_id: int | None = None, limit: int = 50) -> int:
+def drain(*, max_seconds: float = 60.0, integration_id: int | None = None, limit: int | None = None) -> int:
     """Deliver until nothing is due now (or time is up); returns rows handled."""
     deadline = time.monotonic() + max_seconds
     handled = 0

@@ -44,6 +44,9 @@ class Plan:
 
 class BitrixTarget:
     coalesces = True
+    # Contacts and deals go in separate batch calls (deals need the contact ids), so a claim of two full batches
+    # lets a mix of new users and new orders still fill each call with 50 commands.
+    claim_limit = 2 * BATCH_SIZE
 
     def __init__(self, client_factory=None):
         self.client_factory = client_factory or _default_client
