@@ -35,25 +35,24 @@ def inbound_store_accepted(*, record: dict[str, Any], body: str, dedupe_key: str
     """Insert relying on the unique dedupe key: the loser of a race (or a replay) is stored as a duplicate row."""
     text, truncated = capped(body, STORED_BODY_BYTES)
     fields = {**record, "body": text, "body_truncated": truncated or record.get("body_truncated", False)}
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                row = InboundWebhook.objects.create(
-                    **fields, authenticated=True, dedupe_key=dedupe_key, status=InboundStatus.RECEIVED
-                )
-        except IntegrityError:
-            original = InboundWebhook.objects.filter(dedupe_key=dedupe_key).values_list("pk", flat=True).first()
+    try:
+        with transaction.atomic():  # one transaction, no savepoint: BEGIN, INSERT, COMMIT
             row = InboundWebhook.objects.create(
-                **fields,
-                authenticated=True,
-                dedupe_key=None,
-                status=InboundStatus.DUPLICATE,
-                result={"duplicate_of": original},
-                processed_at=timezone.now(),
+                **fields, authenticated=True, dedupe_key=dedupe_key, status=InboundStatus.RECEIVED
             )
-            log.info("[INBOUND] row=%s duplicate of row=%s (%s)", row.pk, original, row.dedupe_key or dedupe_key)
-            return row
-        transaction.on_commit(lambda: inbound_enqueue([row.pk]))
+            transaction.on_commit(lambda: inbound_enqueue([row.pk]))
+    except IntegrityError:
+        original = InboundWebhook.objects.filter(dedupe_key=dedupe_key).values_list("pk", flat=True).first()
+        row = InboundWebhook.objects.create(
+            **fields,
+            authenticated=True,
+            dedupe_key=None,
+            status=InboundStatus.DUPLICATE,
+            result={"duplicate_of": original},
+            processed_at=timezone.now(),
+        )
+        log.info("[INBOUND] row=%s duplicate of row=%s (%s)", row.pk, original, dedupe_key)
+        return row
     log.info("[INBOUND] row=%s accepted %s %s", row.pk, row.event or "call", row.remote_object or "-")
     return row
 
