@@ -172,6 +172,7 @@ def sync_complete_many(*, results: list[tuple[Claimed, Outcome]], started_at) ->
             if row is not None:
                 _apply_outcome(row, integration, claimed, outcome, now, linked=row.pk in linked)
                 row.claim_token, row.lease_expires_at, row.updated_at = None, None, now
+        _count_round(integration, [outcome for _, outcome in results], now)
         done = [row for row in completed if row is not None]
         with connection.cursor() as cursor:
             cursor.execute(
@@ -189,6 +190,19 @@ def sync_complete_many(*, results: list[tuple[Claimed, Outcome]], started_at) ->
             )
         integration.save()
     return completed
+
+
+def _count_round(integration: Integration, outcomes: list[Outcome], now) -> None:
+    """One delivery round counts once towards pausing, however many rows it carried (one failed batch call of 100
+    rows is one failure of the endpoint, not 100). Any success ends the streak."""
+    if any(o.verdict == Verdict.OK and not o.skip for o in outcomes):
+        integration.consecutive_failures, integration.paused_until = 0, None
+    elif any(o.verdict in (Verdict.RETRYABLE, Verdict.UNKNOWN, Verdict.TERMINAL) and not o.skip for o in outcomes):
+        integration.consecutive_failures += 1  # the integration row is locked: no lost increments
+        if integration.consecutive_failures >= PAUSE_AFTER_FAILURES:
+            # An endpoint failing for a long time is paused (visible in admin/status) instead of being hammered.
+            extra = integration.consecutive_failures - PAUSE_AFTER_FAILURES
+            integration.paused_until = now + timedelta(seconds=min(30 * 2 ** min(extra, 7), MAX_PAUSE_SECONDS))
 
 
 def _insert_new_links(integration_id: int, results: list[tuple[IntegrationSync, Outcome]], now) -> set[int]:
@@ -243,7 +257,7 @@ def _apply_outcome(row, integration, claimed: Claimed, outcome: Outcome, now, *,
     if verdict == Verdict.OK:
         row.status, row.synced_at, row.last_error = SyncStatus.SYNCED, now, ""
         row.remote_id = outcome.remote_id or row.remote_id
-        integration.last_success_at, integration.consecutive_failures, integration.paused_until = now, 0, None
+        integration.last_success_at = now
         if outcome.remote_id and not linked and not _link_written(row, outcome):
             return
         if claimed.followers:
@@ -258,11 +272,6 @@ def _apply_outcome(row, integration, claimed: Claimed, outcome: Outcome, now, *,
         row.next_attempt_at = now + timedelta(seconds=1.0 if outcome.retry_after is None else outcome.retry_after)
         return
     integration.last_failure_at = now
-    integration.consecutive_failures += 1  # the integration row is locked: no lost increments
-    if integration.consecutive_failures >= PAUSE_AFTER_FAILURES:
-        # An endpoint failing for a long time is paused (visible in admin/status) instead of being hammered.
-        extra = integration.consecutive_failures - PAUSE_AFTER_FAILURES
-        integration.paused_until = now + timedelta(seconds=min(30 * 2 ** min(extra, 7), MAX_PAUSE_SECONDS))
     if verdict == Verdict.TERMINAL:
         row.status = SyncStatus.FAILED
     elif policy.is_exhausted(row.attempts, settings.SYNC_MAX_ATTEMPTS):

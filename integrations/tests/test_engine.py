@@ -290,7 +290,8 @@ def test_endpoint_failing_for_long_is_paused_not_hammered(recording_target):
         OrderFactory()
     IntegrationSync.objects.exclude(content_type__model="order").delete()
     recording_target.script = [answer(Verdict.RETRYABLE, 500) for _ in range(PAUSE_AFTER_FAILURES)]
-    dispatcher.dispatch_once(integration.pk, limit=PAUSE_AFTER_FAILURES)
+    for _ in range(PAUSE_AFTER_FAILURES):  # one failing delivery round each
+        assert dispatcher.dispatch_once(integration.pk, limit=1) == 1
     integration.refresh_from_db()
     assert integration.consecutive_failures == PAUSE_AFTER_FAILURES
     assert integration.paused_until and integration.paused_until > timezone.now()
@@ -298,6 +299,22 @@ def test_endpoint_failing_for_long_is_paused_not_hammered(recording_target):
     calls = len(recording_target.calls)
     assert dispatcher.dispatch_once(integration.pk) == 0  # paused: nothing is sent
     assert len(recording_target.calls) == calls
+
+
+def test_one_failed_round_of_many_rows_counts_once_towards_pausing(recording_target):
+    """A batch call failing for 20 rows is one failure of the endpoint: it must not pause the integration at once."""
+    from integrations.services import PAUSE_AFTER_FAILURES
+
+    integration = IntegrationFactory()
+    for _ in range(PAUSE_AFTER_FAILURES):
+        OrderFactory()
+    IntegrationSync.objects.exclude(content_type__model="order").delete()
+    recording_target.script = [answer(Verdict.RETRYABLE, 500) for _ in range(PAUSE_AFTER_FAILURES)]
+    assert dispatcher.dispatch_once(integration.pk, limit=PAUSE_AFTER_FAILURES) == PAUSE_AFTER_FAILURES
+    integration.refresh_from_db()
+    assert integration.consecutive_failures == 1
+    assert integration.paused_until is None
+    assert integration.last_failure_at is not None
 
 
 def test_replayed_old_row_on_state_target_sends_newest_state(recording_target):

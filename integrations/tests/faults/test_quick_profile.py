@@ -41,13 +41,16 @@ BASE_DIR = Path(__file__).resolve().parents[3]
 REDIS_URL = os.environ.get("FAULTS_REDIS_URL", "redis://127.0.0.1:6379/9")
 DEAD_BROKER_URL = "redis://127.0.0.1:1/9"  # nothing listens there: "broker unreachable at commit"
 SEED = int(os.environ.get("FAULTS_SEED", "20261123"))
-N_USERS, N_ORDERS = 40, 300
-TRAFFIC_SECONDS = 40.0  # spread the writes so that faults land while deliveries are in flight
-DRAIN_SECONDS = 75.0
+# Quick profile by default; FAULTS_ORDERS / FAULTS_USERS scale it up (full profile: 5000 / 500, docs/reliability.md).
+N_ORDERS = int(os.environ.get("FAULTS_ORDERS", "300"))
+N_USERS = int(os.environ.get("FAULTS_USERS", "40"))
+SCALE = max(1.0, N_ORDERS / 300)
+TRAFFIC_SECONDS = 40.0 * SCALE  # spread the writes so that faults land while deliveries are in flight
+DRAIN_SECONDS = 75.0 * SCALE
 STAGES = django_settings.BITRIX_STAGE_MAP
 NEXT_STATUS = {"new": "confirmed", "confirmed": "in_progress", "in_progress": "done"}
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(300 * SCALE))]
 
 
 # -- processes ---------------------------------------------------------------------------------------------------
@@ -304,11 +307,15 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     sandbox.set_faults(error_5xx=0.20, timeout=0.05, lost_response=0.05, seed=SEED, timeout_seconds=2)
     sandbox.start()
     receiver = N8nReceiver(secret=generate_secret()).start()
+    gone_receiver = N8nReceiver(secret=generate_secret()).start()  # a second flow whose endpoint is removed late
     Integration.objects.create(
         kind=IntegrationKind.BITRIX24, name="bitrix-faults", endpoint=sandbox.webhook_url, rate_limit="20/100"
     )
     n8n = Integration.objects.create(
         kind=IntegrationKind.N8N, name="n8n-faults", endpoint=receiver.url, secret=receiver.secrets[0]
+    )
+    gone = Integration.objects.create(
+        kind=IntegrationKind.N8N, name="n8n-gone", endpoint=gone_receiver.url, secret=gone_receiver.secrets[0]
     )
     workers = [Worker(env, tmp_path), Worker(env, tmp_path)]
     retired: list[Worker] = []
@@ -319,9 +326,10 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
         with celery_broker(REDIS_URL):
             sweeper.start()
             # ---- traffic with faults ------------------------------------------------------------------------------
-            total_steps = 900
-            plan = {90: "n8n_503", 180: "sigkill", 300: "broker_down", 420: "pg_terminate", 540: "flushdb",
-                    660: "sigterm"}  # fmt: skip
+            total_steps = 3 * N_ORDERS
+            plan = {int(total_steps * f): action for f, action in (
+                (0.10, "n8n_503"), (0.20, "sigkill"), (0.33, "broker_down"), (0.47, "pg_terminate"), (0.60, "flushdb"),
+                (0.73, "sigterm"), (0.90, "n8n_gone"))}  # fmt: skip
             broker_down_left = 0
             pace = TRAFFIC_SECONDS / total_steps
             step = 0
@@ -360,6 +368,9 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
                     queued = faults_redis.llen("celery")
                     faults_redis.flushdb()
                     injected.append(("Redis FLUSHDB db 9", "broker queue + rate-limit bucket", f"{queued} msgs lost"))
+                elif action == "n8n_gone":
+                    gone_receiver.respond_with(410)
+                    injected.append(("n8n endpoint answers 410", "second n8n integration, from here on", "410 Gone"))
                 elif action == "sigterm":
                     victim = workers.pop(0)
                     victim.signal(signal.SIGTERM)
@@ -399,6 +410,13 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
                 open_rows.filter(status__in=[SyncStatus.PENDING, SyncStatus.RETRYING]).update(
                     next_attempt_at=timezone.now() - timedelta(seconds=1)
                 )
+                if os.environ.get("FAULTS_DEBUG"):
+                    print(
+                        f"[drain {time.monotonic() - drain_started:.0f}s]",
+                        list(open_rows.values_list("integration__name", "status").annotate(n=Count("id"))),
+                        list(Integration.objects.values_list("name", "paused_until", "consecutive_failures")),
+                        flush=True,
+                    )
                 time.sleep(1.0)
             report["drain seconds"] = f"{time.monotonic() - drain_started:.1f}"
             sweeper.stop_event.set()
@@ -412,6 +430,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
                 w.stop(5)
         sandbox.stop()
         receiver.stop()
+        gone_receiver.stop()
 
     # ---- invariants ------------------------------------------------------------------------------------------------
     from orders.models import Order
@@ -424,9 +443,24 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     if open_left:
         sample = list(rows.filter(status__in=OPEN_STATUSES).values_list("id", "status", "last_error")[:5])
         breaches.append(f"{open_left} sync rows left non-terminal, e.g. {sample}")
+    # The only terminal fault injected is the 410 of the second n8n endpoint: dead/failed rows elsewhere are breaches.
     bad_end = rows.filter(status__in=[SyncStatus.DEAD, SyncStatus.FAILED])
-    if bad_end.exists():  # no terminal fault is injected in this profile
-        breaches.append(f"dead/failed rows: {list(bad_end.values_list('id', 'status', 'last_error')[:5])}")
+    if bad_end.exclude(integration=gone).exists():
+        sample = list(bad_end.exclude(integration=gone).values_list("id", "status", "last_error")[:5])
+        breaches.append(f"dead/failed rows without a terminal fault: {sample}")
+    gone.refresh_from_db()
+    gone_rows = rows.filter(integration=gone)
+    gone_by_status = dict(gone_rows.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    if gone.enabled or "410" not in gone.disabled_reason:
+        breaches.append(f"the 410 endpoint's integration is not disabled with its reason: {gone.disabled_reason!r}")
+    if gone_rows.filter(status=SyncStatus.FAILED).exclude(last_error__contains="410").exists():
+        breaches.append("a failed row of the 410 endpoint does not say why")
+    if gone_rows.filter(status=SyncStatus.SKIPPED).exclude(last_error__contains="disabled").exists():
+        breaches.append("a skipped row of the 410 endpoint does not say why")
+    if gone_rows.exclude(status__in=[SyncStatus.SYNCED, SyncStatus.FAILED, SyncStatus.SKIPPED]).exists():
+        breaches.append(f"rows of the 410 endpoint ended otherwise: {gone_by_status}")
+    if not gone_rows.filter(status=SyncStatus.FAILED).exists():
+        breaches.append("the 410 was injected but no row of that endpoint failed with it")
 
     deals, contacts = list(sandbox.deals.values()), list(sandbox.contacts.values())
     deals_by_origin, contacts_by_origin = defaultdict(list), defaultdict(list)
@@ -516,6 +550,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
         f"| n8n requests / 503s served / unique events / duplicates (deduped by webhook-id) | "
         f"{len(receiver.requests)} / {n8n_503} / {len(unique)} / {receiver.duplicates} |",
         f"| sweeps sent / failed | {sweeper.sent} / {sweeper.failed} |",
+        f"| 410 endpoint: rows by status | {', '.join(f'{k}: {v}' for k, v in sorted(gone_by_status.items()))} |",
         *[f"| {k} | {v} |" for k, v in report.items()],
         f"| wall time | {time.monotonic() - started:.0f} s |",
         f"| invariant breaches | {len(breaches)} |",
