@@ -7,7 +7,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations import payloads
-from integrations.models import EventType, Integration, IntegrationSync, SyncStatus
+from integrations.models import EventType, Integration, IntegrationKind, IntegrationSync, SyncStatus
 
 log = logging.getLogger("integrations.outbox")
 
@@ -72,12 +72,29 @@ def record(obj, event_type: str, *, changes: dict | None = None, data: dict | No
             rows = IntegrationSync.objects.bulk_create(rows)
     for row in rows:
         log.info(
-            "[QUEUE] %s %s sync=%s integration=%s seq=%s", event_name, obj.pk, row.pk, row.integration_id, row.sequence
+            "%s %s %s sync=%s integration=%s seq=%s",
+            queue_prefix(row.integration.kind, object_type, event_type),
+            event_name,
+            obj.pk,
+            row.pk,
+            row.integration_id,
+            row.sequence,
         )
     pending = [r.pk for r in rows if r.status == SyncStatus.PENDING]
     if pending:
         transaction.on_commit(lambda: wake(pending))
     return rows
+
+
+_BITRIX_ENTITY = {"order": "DEAL", "user": "CONTACT"}
+
+
+def queue_prefix(kind: str, object_type: str, event_type: str) -> str:
+    """[QUEUE_DEAL] / [QUEUE_DEAL_UPDATE] / [QUEUE_CONTACT] / [QUEUE_CONTACT_UPDATE] for Bitrix24, [QUEUE] otherwise."""
+    entity = _BITRIX_ENTITY.get(object_type) if kind == IntegrationKind.BITRIX24 else None
+    if entity is None:
+        return "[QUEUE]"
+    return f"[QUEUE_{entity}]" if event_type == EventType.CREATED else f"[QUEUE_{entity}_UPDATE]"
 
 
 def _get_or_create_created(key: dict, fields: dict) -> IntegrationSync | None:

@@ -14,6 +14,7 @@ from integrations.tests.factories import IntegrationFactory
 from integrations.tests.support import answer
 from orders import services as order_services
 from orders.tests.factories import OrderFactory
+from users import services as user_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -330,3 +331,24 @@ def test_replayed_old_row_on_state_target_sends_newest_state(recording_target):
     services.sync_replay(sync=old_row)
     dispatcher.drain()
     assert recording_target.calls[-1]["data"]["title"] == "newest"
+
+
+def test_queue_log_lines_carry_the_target_prefix_and_ids(caplog):
+    from integrations.models import IntegrationKind
+
+    IntegrationFactory(kind=IntegrationKind.BITRIX24, endpoint="http://127.0.0.1:9/rest/1/code/")
+    IntegrationFactory(kind=IntegrationKind.N8N)
+    with caplog.at_level("INFO", logger="integrations.outbox"):
+        order = OrderFactory()
+        order_services.order_update(order=order, data={"title": "changed"})
+        user_services.user_update(user=order.user, data={"first_name": "Renamed"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "integrations.outbox"]
+    prefixes = [line.split(" ", 1)[0] for line in lines]
+    assert prefixes.count("[QUEUE_CONTACT]") == 1  # the order's customer, created by the factory
+    assert prefixes.count("[QUEUE_DEAL]") == 1
+    assert prefixes.count("[QUEUE_DEAL_UPDATE]") == 1
+    assert prefixes.count("[QUEUE_CONTACT_UPDATE]") == 1
+    assert prefixes.count("[QUEUE]") == 4  # n8n: user.created, order.created, order.updated, user.updated
+    deal_line = next(line for line in lines if line.startswith("[QUEUE_DEAL] "))
+    assert f"order.created {order.pk} sync=" in deal_line
+    assert "code" not in " ".join(lines)
