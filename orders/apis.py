@@ -24,6 +24,14 @@ def _quantity_field(**kwargs) -> serializers.IntegerField:
     return serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY, **kwargs)
 
 
+@extend_schema_field({"type": "string", "format": "decimal", "pattern": r"^\d{1,10}(?:\.\d{1,2})?$"})
+class AmountField(serializers.DecimalField):
+    """Documented as what it accepts: drf-spectacular's own pattern also allowed "", "-" and negative amounts."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_digits=12, decimal_places=2, min_value=Decimal("0"), **kwargs)
+
+
 def _currency_field(**kwargs) -> serializers.RegexField:
     return serializers.RegexField(
         r"^[A-Za-z]{3}$", error_messages={"invalid": "Use a three-letter ISO 4217 code."}, **kwargs
@@ -63,7 +71,7 @@ class OrderFieldsSerializer(serializers.Serializer):
     # Validated as strictly as the model (and the PostgreSQL column sizes), so bad input is a 400, never a 500.
 
     title = serializers.CharField(max_length=255)
-    amount = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=Decimal("0"))
+    amount = AmountField()
     quantity = _quantity_field(required=False)
     currency = _currency_field(required=False)
     comment = serializers.CharField(allow_blank=True, required=False, trim_whitespace=False)

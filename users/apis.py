@@ -33,6 +33,9 @@ class UserOutputSerializer(serializers.ModelSerializer):
         model = User
         ref_name = "User"
         fields = ("id", "username", "email", "phone", "first_name", "last_name", "is_staff", "date_joined")
+        # Read-only drops the model's input validators: the username regex means Unicode \w in Python but ASCII \w as
+        # an OpenAPI pattern, so the schema rejected usernames the API accepts (e.g. "José").
+        read_only_fields = fields
 
 
 class TokenObtainApi(ObtainAuthToken):

@@ -28,6 +28,16 @@ def test_token_endpoint_rejects_bad_credentials_with_400():
     assert "token" not in response.json()
 
 
+def test_token_endpoint_ignores_a_stale_token_header():
+    UserFactory(username="ann")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token stale")
+
+    response = client.post("/api/auth/token/", {"username": "ann", "password": "pass12345"}, format="json")
+
+    assert response.status_code == 200
+
+
 def test_token_authenticates_requests_without_csrf():
     user = UserFactory()
     client = APIClient(enforce_csrf_checks=True)
