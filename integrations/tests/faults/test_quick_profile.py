@@ -541,6 +541,15 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     if out_of_order:
         breaches.append(f"n8n out of order for {len(out_of_order)} objects, e.g. {list(out_of_order.items())[:3]}")
 
+    # ---- secrets: nothing the workers logged during the whole run may contain one ----------------------------------
+    secrets = [sandbox.code, *receiver.secrets, *gone_receiver.secrets]
+    secrets += [s.split("_", 1)[1] for s in secrets if s.startswith("whsec_")]  # the key without its prefix
+    worker_logs = [(w.name, w.log_path.read_text(errors="replace")) for w in workers + retired]
+    leaked = [name for name, text in worker_logs for secret in secrets if secret and secret in text]
+    if leaked:
+        breaches.append(f"a secret appears in the logs of {sorted(set(leaked))}")
+    log_lines = sum(text.count("\n") for _, text in worker_logs)
+
     # ---- report ------------------------------------------------------------------------------------------------
     attempts = dict(SyncAttempt.objects.values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
     stats = dict(sandbox.stats)
@@ -571,6 +580,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
         f"| n8n requests / 503s served / unique events / duplicates (deduped by webhook-id) | "
         f"{len(receiver.requests)} / {n8n_503} / {len(unique)} / {receiver.duplicates} |",
         f"| sweeps sent / failed | {sweeper.sent} / {sweeper.failed} |",
+        f"| worker log lines scanned for secrets / leaks | {log_lines} / {len(leaked)} |",
         f"| 410 endpoint: rows by status | {', '.join(f'{k}: {v}' for k, v in sorted(gone_by_status.items()))} |",
         *[f"| {k} | {v} |" for k, v in report.items()],
         f"| wall time | {time.monotonic() - started:.0f} s |",
