@@ -10,6 +10,7 @@ from django.utils import timezone
 from integrations import dispatcher, services
 from integrations.models import EventType, ExternalLink, IntegrationSync, SyncAttempt, SyncStatus
 from integrations.policy import Verdict
+from integrations.services import PAUSE_AFTER_FAILURES
 from integrations.tests.factories import IntegrationFactory
 from integrations.tests.support import answer
 from orders import services as order_services
@@ -283,14 +284,18 @@ def test_coalescing_target_sends_latest_state_once_and_supersedes(recording_targ
     assert statuses == [SyncStatus.SYNCED] + [SyncStatus.SUPERSEDED] * 10
 
 
-def test_endpoint_failing_for_long_is_paused_not_hammered(recording_target):
-    from integrations.services import PAUSE_AFTER_FAILURES
-
+def failing_orders(recording_target, n: int):
+    """An integration with n orders' created rows pending and a target that answers 500 to each of them."""
     integration = IntegrationFactory()
-    for _ in range(PAUSE_AFTER_FAILURES):
+    for _ in range(n):
         OrderFactory()
     IntegrationSync.objects.exclude(content_type__model="order").delete()
-    recording_target.script = [answer(Verdict.RETRYABLE, 500) for _ in range(PAUSE_AFTER_FAILURES)]
+    recording_target.script = [answer(Verdict.RETRYABLE, 500) for _ in range(n)]
+    return integration
+
+
+def test_endpoint_failing_for_long_is_paused_not_hammered(recording_target):
+    integration = failing_orders(recording_target, PAUSE_AFTER_FAILURES)
     for _ in range(PAUSE_AFTER_FAILURES):  # one failing delivery round each
         assert dispatcher.dispatch_once(integration.pk, limit=1) == 1
     integration.refresh_from_db()
@@ -304,13 +309,7 @@ def test_endpoint_failing_for_long_is_paused_not_hammered(recording_target):
 
 def test_one_failed_round_of_many_rows_counts_once_towards_pausing(recording_target):
     """A batch call failing for 20 rows is one failure of the endpoint: it must not pause the integration at once."""
-    from integrations.services import PAUSE_AFTER_FAILURES
-
-    integration = IntegrationFactory()
-    for _ in range(PAUSE_AFTER_FAILURES):
-        OrderFactory()
-    IntegrationSync.objects.exclude(content_type__model="order").delete()
-    recording_target.script = [answer(Verdict.RETRYABLE, 500) for _ in range(PAUSE_AFTER_FAILURES)]
+    integration = failing_orders(recording_target, PAUSE_AFTER_FAILURES)
     assert dispatcher.dispatch_once(integration.pk, limit=PAUSE_AFTER_FAILURES) == PAUSE_AFTER_FAILURES
     integration.refresh_from_db()
     assert integration.consecutive_failures == 1
