@@ -158,6 +158,8 @@ N8N_WEBHOOK_URL = env.str("N8N_WEBHOOK_URL", default="")
 N8N_WEBHOOK_SECRET = env.str("N8N_WEBHOOK_SECRET", default="")
 # Events of different objects POSTed at once by one worker (one object's events always go one after another).
 N8N_CONCURRENCY = env.int("N8N_CONCURRENCY", default=8)
+# When set, /metrics answers only scrapers sending `Authorization: Bearer <token>`.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 SYNC_MAX_ATTEMPTS = env.int("SYNC_MAX_ATTEMPTS", default=10)
 SYNC_RETENTION_DAYS = env.int("SYNC_RETENTION_DAYS", default=90)
 SYNC_FAILED_RETENTION_DAYS = env.int("SYNC_FAILED_RETENTION_DAYS", default=365)

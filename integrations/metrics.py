@@ -139,7 +139,7 @@ registry.register(SyncCollector())
 
 def metrics_view(request):
     """Prometheus text format. With METRICS_TOKEN set, scrapers must send `Authorization: Bearer <token>`."""
-    token = getattr(settings, "METRICS_TOKEN", "")
+    token = settings.METRICS_TOKEN
     if token:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
