@@ -193,11 +193,18 @@ def sync_complete_many(*, results: list[tuple[Claimed, Outcome]], started_at) ->
 
 
 def _count_round(integration: Integration, outcomes: list[Outcome], now) -> None:
-    """One delivery round counts once towards pausing, however many rows it carried (one failed batch call of 100
-    rows is one failure of the endpoint, not 100). Any success ends the streak."""
-    if any(o.verdict == Verdict.OK and not o.skip for o in outcomes):
+    """The integration's success/failure bookkeeping for one delivery round. The round counts once towards pausing,
+    however many rows it carried (one failed batch call of 100 rows is one failure of the endpoint, not 100), and
+    any success ends the streak. Skipped rows and deferrals (not the endpoint's fault) count neither way."""
+    succeeded = any(o.verdict == Verdict.OK and not o.skip for o in outcomes)
+    failed = any(o.verdict in (Verdict.RETRYABLE, Verdict.UNKNOWN, Verdict.TERMINAL) and not o.skip for o in outcomes)
+    if succeeded:
+        integration.last_success_at = now
+    if failed:
+        integration.last_failure_at = now
+    if succeeded:
         integration.consecutive_failures, integration.paused_until = 0, None
-    elif any(o.verdict in (Verdict.RETRYABLE, Verdict.UNKNOWN, Verdict.TERMINAL) and not o.skip for o in outcomes):
+    elif failed:
         integration.consecutive_failures += 1  # the integration row is locked: no lost increments
         if integration.consecutive_failures >= PAUSE_AFTER_FAILURES:
             # An endpoint failing for a long time is paused (visible in admin/status) instead of being hammered.
@@ -257,7 +264,6 @@ def _apply_outcome(row, integration, claimed: Claimed, outcome: Outcome, now, *,
     if verdict == Verdict.OK:
         row.status, row.synced_at, row.last_error = SyncStatus.SYNCED, now, ""
         row.remote_id = outcome.remote_id or row.remote_id
-        integration.last_success_at = now
         if outcome.remote_id and not linked and not _link_written(row, outcome):
             return
         if claimed.followers:
@@ -271,7 +277,6 @@ def _apply_outcome(row, integration, claimed: Claimed, outcome: Outcome, now, *,
         row.status = SyncStatus.RETRYING if row.attempts else SyncStatus.PENDING
         row.next_attempt_at = now + timedelta(seconds=1.0 if outcome.retry_after is None else outcome.retry_after)
         return
-    integration.last_failure_at = now
     if verdict == Verdict.TERMINAL:
         row.status = SyncStatus.FAILED
     elif policy.is_exhausted(row.attempts, settings.SYNC_MAX_ATTEMPTS):

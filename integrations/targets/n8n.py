@@ -2,6 +2,7 @@
 
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -28,12 +29,20 @@ class N8nTarget:
             error = "no signing secret configured for this n8n integration (set one in the admin)"
             return {item.id: Outcome(verdict=Verdict.TERMINAL, error=error) for item in claimed}
         # A claimed batch holds at most one row per object (head of line), so its POSTs may run side by side.
+        gone = threading.Event()
+
+        def deliver_one(item: Claimed) -> Outcome | None:
+            if gone.is_set():
+                return None  # 410 seen: not sent; the dispatcher's next round finds the integration disabled
+            outcome = self._deliver_one(integration, item, secrets)
+            if outcome.disable_integration:
+                gone.set()
+            return outcome
+
         workers = max(1, min(settings.N8N_CONCURRENCY, len(claimed)))
-        if workers == 1:
-            return {item.id: self._deliver_one(integration, item, secrets) for item in claimed}
         with ThreadPoolExecutor(workers, thread_name_prefix="n8n") as pool:
-            futures = {item.id: pool.submit(self._deliver_one, integration, item, secrets) for item in claimed}
-            return {sync_id: future.result() for sync_id, future in futures.items()}
+            results = list(pool.map(deliver_one, claimed))
+        return {item.id: outcome for item, outcome in zip(claimed, results, strict=True) if outcome is not None}
 
     def _deliver_one(self, integration: Integration, item: Claimed, secrets: list[str]) -> Outcome:
         sync = item.sync
