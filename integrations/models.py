@@ -163,6 +163,8 @@ class SyncAttempt(models.Model):
     error_message = models.TextField(blank=True, default="")
     outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices)
     worker = models.CharField(max_length=100, blank=True, default="")
+    # The delivery round's claim token; its requests carry it as X-Request-Id ("sync:<token>").
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["id"]

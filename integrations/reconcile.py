@@ -6,6 +6,7 @@ raises ReconcileError: nothing is ever deleted or re-synced on the strength of a
 
 import logging
 import re
+import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -15,9 +16,8 @@ from django.db import IntegrityError, transaction
 
 from integrations import outbox, payloads
 from integrations.clients.bitrix24 import BitrixClient, BitrixResponse, mask_webhook_url
-from integrations.clients.http import TimeoutSession
 from integrations.models import OPEN_STATUSES, EventType, ExternalLink, Integration, IntegrationKind, IntegrationSync
-from integrations.targets.bitrix_limits import RateLimitTimeout, limiter_for
+from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
 
 log = logging.getLogger("integrations.worker")
 DEAL_SELECT = ["ID", "TITLE", "ORIGINATOR_ID", "ORIGIN_ID", "STAGE_ID", "OPPORTUNITY", "CURRENCY_ID"]
@@ -30,9 +30,9 @@ class ReconcileError(Exception):
     """Bitrix24 could not be read completely (message is safe to print: no webhook code)."""
 
 
-def client_for(integration: Integration) -> BitrixClient:
-    connect, read = settings.BITRIX_TIMEOUT
-    return BitrixClient(integration.endpoint, session=TimeoutSession(connect, read), acquire=limiter_for(integration))
+def client_for(integration: Integration, purpose: str = "reconcile") -> BitrixClient:
+    """Requests carry `<purpose>:<run id>` as X-Request-Id: the portal's log tells reconcile reads from deliveries."""
+    return bitrix_client_for(integration, request_id=f"{purpose}:{uuid.uuid4().hex[:12]}")
 
 
 def _order_ct() -> ContentType:

@@ -35,12 +35,9 @@ MAX_PAUSE_SECONDS = 3600
 # The due conditions sit on the locked table itself so that PostgreSQL re-checks them after waiting for a
 # concurrent claimer (READ COMMITTED re-evaluation); each OR branch matches one partial index.
 _CLAIM_SQL = """
-UPDATE integrations_integrationsync AS u
-SET status = 'in_progress', attempts = u.attempts + 1,
-    lease_expires_at = clock_timestamp() + %(lease)s * interval '1 second',
-    claim_token = %(token)s, updated_at = clock_timestamp()
-WHERE u.id IN (
-    SELECT s.id FROM integrations_integrationsync s
+WITH picked AS (
+    SELECT s.id, s.status AS old_status, s.claim_token AS old_token, s.updated_at AS old_claimed_at
+    FROM integrations_integrationsync s
     WHERE s.integration_id = %(integration)s
       AND ((s.status IN ('pending', 'retrying') AND s.next_attempt_at <= clock_timestamp())
            OR (s.status = 'in_progress' AND s.lease_expires_at < clock_timestamp()))
@@ -54,12 +51,24 @@ WHERE u.id IN (
     LIMIT %(limit)s
     FOR UPDATE OF s SKIP LOCKED
 )
-RETURNING u.id
+UPDATE integrations_integrationsync AS u
+SET status = 'in_progress', attempts = u.attempts + 1,
+    lease_expires_at = clock_timestamp() + %(lease)s * interval '1 second',
+    claim_token = %(token)s, updated_at = clock_timestamp()
+FROM picked
+WHERE u.id = picked.id
+RETURNING u.id, picked.old_status, picked.old_token, picked.old_claimed_at, u.attempts
 """
+LOST_ROUND = (
+    "no outcome recorded: the worker holding the lease stopped (killed, crashed, hung); the request may have been sent"
+)
 
 
 def sync_claim_due(*, integration: Integration, limit: int = 50, coalesce: bool = False) -> list[Claimed]:
-    """Claim due head-of-line rows with SKIP LOCKED and a lease; commits before any HTTP happens."""
+    """Claim due head-of-line rows with SKIP LOCKED and a lease; commits before any HTTP happens.
+
+    A row taken over from an expired lease gets the lost round written down as an `unknown` attempt first, so the
+    history shows that a worker ran and never reported (and which claim token its requests carried)."""
     token = uuid.uuid4()
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -72,7 +81,25 @@ def sync_claim_due(*, integration: Integration, limit: int = 50, coalesce: bool 
                     "limit": limit,
                 },
             )
-            ids = [row[0] for row in cursor.fetchall()]
+            picked = cursor.fetchall()
+        lost = [
+            SyncAttempt(
+                sync_id=pk,
+                number=attempts - 1,
+                started_at=claimed_at,
+                request_summary="lease expired",
+                error_class="LeaseExpired",
+                error_message=LOST_ROUND,
+                outcome=AttemptOutcome.UNKNOWN,
+                claim_token=old_token,
+            )
+            for pk, old_status, old_token, claimed_at, attempts in picked
+            if old_status == SyncStatus.IN_PROGRESS
+        ]
+        if lost:
+            SyncAttempt.objects.bulk_create(lost)
+            log.warning("[WORKER] integration=%s took over %s rows whose lease expired", integration.pk, len(lost))
+    ids = [row[0] for row in picked]
     if not ids:
         return []
     rows = list(IntegrationSync.objects.filter(pk__in=ids).select_related("content_type").order_by("id"))
@@ -250,6 +277,7 @@ def _attempt(sync: IntegrationSync, outcome: Outcome, started_at) -> SyncAttempt
         error_message=outcome.error[:2000],
         outcome=AttemptOutcome.OK if outcome.skip else AttemptOutcome(outcome.verdict.value),
         worker=WORKER_NAME,
+        claim_token=sync.claim_token,
     )
 
 

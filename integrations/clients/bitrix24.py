@@ -19,6 +19,7 @@ _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "EXPIRED_TOKEN", "INVALI
 _RATE_ERRORS = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}
 # error_class of the synthetic result when `acquire` returned False: nothing was sent.
 LOCAL_RATE_LIMIT = "LocalRateLimitTimeout"
+REQUEST_ID_HEADER = "X-Request-Id"
 
 
 def mask_webhook_url(url: str) -> str:
@@ -142,17 +143,22 @@ class PagedList(list):
 
 
 class BitrixClient:
-    """POSTs JSON to <webhook_url><method>.json; `acquire` (the shared rate limiter) runs before each request."""
+    """POSTs JSON to <webhook_url><method>.json; `acquire` (the shared rate limiter) runs before each request.
+
+    `request_id`, when set, goes out as the X-Request-Id header of every request, so a portal-side request log can be
+    matched to the delivery round (or inbound call) that made it; Bitrix24 ignores the header."""
 
     def __init__(
         self,
         webhook_url: str,
         session: requests.Session | None = None,
         acquire: Callable[[], Any] | None = None,
+        request_id: str = "",
     ):
         self._webhook_url = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
         self.session = session or TimeoutSession(5, 65)
         self.acquire = acquire
+        self.request_id = request_id
 
     def __repr__(self) -> str:
         return f"BitrixClient({self.masked_url})"
@@ -192,7 +198,8 @@ class BitrixClient:
         # A limiter that explicitly answers False (no token in time) vetoes the request instead of being ignored.
         if self.acquire is not None and self.acquire() is False:
             return HttpResult(status=None, error_class=LOCAL_RATE_LIMIT, error="local rate limiter gave no token")
-        return send(self.session, "POST", f"{self._webhook_url}{method}.json", json=payload)
+        headers = {REQUEST_ID_HEADER: self.request_id} if self.request_id else None
+        return send(self.session, "POST", f"{self._webhook_url}{method}.json", json=payload, headers=headers)
 
 
 def _check_method(method: str) -> None:

@@ -15,7 +15,7 @@ from integrations import payloads
 from integrations.clients.bitrix24 import BitrixClient
 from integrations.inbound import services
 from integrations.models import ExternalLink, InboundStatus, InboundWebhook, Integration, IntegrationKind
-from integrations.targets.bitrix_limits import RateLimitTimeout, limiter_for
+from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
 from orders.models import Order
 from orders.services import order_change_status
 
@@ -77,7 +77,7 @@ def _decide(row: InboundWebhook) -> Decision:
     order = Order.objects.filter(pk=link.object_id).first()
     if order is None:
         return _ignored(f"order {link.object_id} linked to deal {remote_id} no longer exists", deal_id=remote_id)
-    client = bitrix_client(integration)
+    client = bitrix_client(integration, request_id=f"inbound:{row.pk}")
     if client is None:
         return Decision(
             InboundStatus.FAILED, error="no Bitrix24 integration or BITRIX_WEBHOOK_URL configured", retryable=True
@@ -131,7 +131,7 @@ def _link_for(remote_id: str, integration: Integration | None) -> ExternalLink |
     return links.order_by("id").first()
 
 
-def bitrix_client(integration: Integration | None = None) -> BitrixClient | None:
+def bitrix_client(integration: Integration | None = None, *, request_id: str = "") -> BitrixClient | None:
     """The enabled bitrix24 Integration's endpoint, else BITRIX_WEBHOOK_URL; behind the shared per-portal bucket."""
     if integration is None:
         integration = Integration.objects.filter(kind=IntegrationKind.BITRIX24, enabled=True).order_by("id").first()
@@ -139,4 +139,4 @@ def bitrix_client(integration: Integration | None = None) -> BitrixClient | None
         integration = Integration(kind=IntegrationKind.BITRIX24, endpoint=settings.BITRIX_WEBHOOK_URL)
     if integration is None or not integration.endpoint:
         return None
-    return BitrixClient(integration.endpoint, acquire=limiter_for(integration))
+    return bitrix_client_for(integration, request_id=request_id)

@@ -80,8 +80,8 @@ class PagedBitrixSandbox(BitrixSandbox):
 
     n8n_events_url: str = ""
 
-    def handle(self, verb: str, raw_path: str, content_type: str, body: bytes) -> Reply:
+    def handle(self, verb: str, raw_path: str, content_type: str, body: bytes, request_id: str = "") -> Reply:
         path = raw_path.partition("?")[0]
         if verb == "GET" and path in ("/sandbox", "/sandbox/", "/sandbox/index.html"):
             return Reply(status=200, body=render_page(self.n8n_events_url), content_type="text/html; charset=utf-8")
-        return super().handle(verb, raw_path, content_type, body)
+        return super().handle(verb, raw_path, content_type, body, request_id)

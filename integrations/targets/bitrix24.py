@@ -14,11 +14,10 @@ from django.utils import timezone
 
 from integrations import payloads, policy
 from integrations.clients.bitrix24 import BitrixClient, BitrixResponse
-from integrations.clients.http import TimeoutSession
 from integrations.models import AttemptOutcome, EventType, ExternalLink, Integration, SyncAttempt
 from integrations.policy import Verdict
 from integrations.targets.base import Claimed, Outcome
-from integrations.targets.bitrix_limits import RateLimitTimeout, limiter_for
+from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
 
 log = logging.getLogger("integrations.worker")
 BATCH_SIZE = 50
@@ -53,6 +52,8 @@ class BitrixTarget:
 
     def deliver(self, integration: Integration, claimed: list[Claimed]) -> dict[int, Outcome]:
         client = self.client_factory(integration)
+        # The round's claim token names every request of this round (SyncAttempt.claim_token holds the same value).
+        client.request_id = f"sync:{claimed[0].sync.claim_token}"
         links = {
             (link.content_type_id, link.object_id): link
             for link in ExternalLink.objects.filter(
@@ -197,8 +198,7 @@ class BitrixTarget:
 
 
 def _default_client(integration: Integration) -> BitrixClient:
-    connect, read = settings.BITRIX_TIMEOUT
-    return BitrixClient(integration.endpoint, session=TimeoutSession(connect, read), acquire=limiter_for(integration))
+    return bitrix_client_for(integration)
 
 
 def _mark_lookups(plans: list[Plan]) -> None:

@@ -1,4 +1,4 @@
-"""The Bitrix24 rate limit: one token bucket per portal, in Redis so every worker and process shares it."""
+"""The Bitrix24 rate limit (one token bucket per portal in Redis, shared by every process) and the client behind it."""
 
 import hashlib
 import logging
@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from integrations.clients.bitrix24 import BitrixClient
+from integrations.clients.http import TimeoutSession
 from integrations.models import Integration
 from integrations.ratelimit import TokenBucket, parse_rate
 
@@ -39,6 +41,17 @@ def limiter_for(integration: Integration):
             raise RateLimitTimeout(wait=1.0)
 
     return acquire
+
+
+def bitrix_client_for(integration: Integration, *, request_id: str = "") -> BitrixClient:
+    """The one way production code talks to a portal: BITRIX_TIMEOUT on every request, the shared bucket before it."""
+    connect, read = settings.BITRIX_TIMEOUT
+    return BitrixClient(
+        integration.endpoint,
+        session=TimeoutSession(connect, read),
+        acquire=limiter_for(integration),
+        request_id=request_id,
+    )
 
 
 def _redis_client():

@@ -87,6 +87,23 @@ def test_create_timing_out_is_looked_up_not_duplicated(bitrix_sandbox, bitrix_in
     assert len(deals_for(bitrix_sandbox, order)) == 1
 
 
+def test_every_portal_request_names_the_round_recorded_in_its_attempts(bitrix_sandbox, bitrix_integration):
+    from integrations.models import SyncAttempt
+
+    user = UserFactory()
+    drain_all()
+    order = order_services.order_create(user=user, title="traced", amount="5.00")
+    bitrix_sandbox.fail_next(1, "lost_response")  # a second round, with a remote lookup first
+    drain_all()
+    order_services.order_update(order=order, data={"title": "traced v2"})
+    drain_all()
+    ids = [r["request_id"] for r in rest_calls(bitrix_sandbox)]
+    assert len(ids) >= 4 and all(i.startswith("sync:") for i in ids)
+    tokens = {f"sync:{t}" for t in SyncAttempt.objects.values_list("claim_token", flat=True)}
+    assert set(ids) <= tokens
+    assert len(set(ids)) >= 3  # contact round, failed deal round, retried deal round (+ the update's round)
+
+
 def test_update_before_deal_exists_gives_one_deal_with_latest_data(bitrix_sandbox, bitrix_integration):
     order = OrderFactory()
     order_services.order_update(order=order, data={"title": "renamed", "amount": "77.00"})

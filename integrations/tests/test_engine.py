@@ -112,6 +112,11 @@ def test_worker_dying_after_claim_is_completed_by_another_after_lease(recording_
     row = order_syncs(order, integration).get()
     assert row.status == SyncStatus.SYNCED and row.attempts == 2
     assert len(recording_target.creates()) == 1
+    # The lost round is in the history: attempt 1 unknown, with the claim token its requests carried.
+    lost, ok = row.attempt_rows.order_by("number")
+    assert (lost.number, lost.outcome, lost.error_class) == (1, "unknown", "LeaseExpired")
+    assert lost.claim_token == claimed[0].sync.claim_token and "may have been sent" in lost.error_message
+    assert (ok.number, ok.outcome) == (2, "ok") and ok.claim_token not in (None, lost.claim_token)
     # The dead worker's late completion cannot overwrite the row it lost.
     from integrations.targets.base import Outcome
 

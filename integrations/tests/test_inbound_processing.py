@@ -118,6 +118,8 @@ def test_processing_twice_changes_nothing_more(client, sandbox, linked):
     assert row.status == InboundStatus.PROCESSED
     assert inbound_process(inbound_id=row.pk) == "skipped"
     assert deal_gets(sandbox) == 1 and len(status_changes(n8n)) == 1
+    # The portal's log names the inbound row that asked (X-Request-Id), so every read is accounted for.
+    assert [r["request_id"] for r in sandbox.requests if r["method"] == "crm.deal.get"] == [f"inbound:{row.pk}"]
 
 
 @pytest.mark.django_db

@@ -53,7 +53,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  disabled    {safe(integration.disabled_reason)}")
         self.stdout.write(f"  webhook     {mask_webhook_url(integration.endpoint)}")
         self.stdout.write(f"  rate limit  {integration.rate_limit or settings.BITRIX_RATE_LIMIT}")
-        client = client_for(integration)
+        client = client_for(integration, purpose="check")
         for method in ("profile", "crm.deal.fields"):
             try:
                 response = client.call(method)

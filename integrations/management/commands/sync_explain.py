@@ -79,16 +79,18 @@ class Command(BaseCommand):
 
     def _lookup(self, integration: Integration, ref) -> dict:
         """Ask the portal which records carry our ORIGINATOR_ID and this object's ORIGIN_ID."""
-        from integrations.clients.bitrix24 import BitrixClient
-        from integrations.clients.http import TimeoutSession
+        from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
 
         entity = selectors.BITRIX_ENTITY[ref.object_type]
         params = {
             "filter": {"ORIGINATOR_ID": settings.BITRIX_ORIGINATOR_ID, "ORIGIN_ID": ref.object_id},
             "select": LIST_SELECT[entity],
         }
-        client = BitrixClient(integration.endpoint, session=TimeoutSession(5, 20))
-        response = client.call(f"crm.{entity}.list", params)
+        client = bitrix_client_for(integration, request_id="explain")
+        try:
+            response = client.call(f"crm.{entity}.list", params)
+        except RateLimitTimeout as exc:
+            return {"integration": integration, "entity": entity, "deals": [], "error": str(exc)}
         if not response.ok or not isinstance(response.result, list):
             error = response.error or response.http.error_class or f"HTTP {response.http.status}"
             return {"integration": integration, "entity": entity, "deals": [], "error": error}

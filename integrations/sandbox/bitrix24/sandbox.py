@@ -37,6 +37,7 @@ class BitrixSandbox:
         burst: int = 50,
         enforce_rate_limit: bool = True,
         event_handler_url: str | None = None,
+        log_limit: int = 10_000,
     ):
         self.user_id = user_id
         self.code = code or secrets.token_hex(8)
@@ -47,7 +48,8 @@ class BitrixSandbox:
         self.operation_reset_seconds = 5  # how far ahead operating_reset_at lies on an OPERATION_TIME_LIMIT fault
         self._port = port
         self._lock = threading.Lock()
-        self._log: deque[dict[str, Any]] = deque(maxlen=10_000)
+        self._log: deque[dict[str, Any]] = deque(maxlen=log_limit)
+        self._local = threading.local()  # the request being handled on this server thread (its X-Request-Id)
         self.stats: Counter[str] = Counter()
         self.store = CrmStore(user_id, on_change=self._on_change)
         self.registry = EventRegistry()
@@ -177,8 +179,9 @@ class BitrixSandbox:
 
     # Request pipeline
 
-    def handle(self, verb: str, raw_path: str, content_type: str, body: bytes) -> Reply:
+    def handle(self, verb: str, raw_path: str, content_type: str, body: bytes, request_id: str = "") -> Reply:
         """Route one HTTP request: /sandbox/* controls, /rest/<user>/<code>/<method> portal calls."""
+        self._local.request_id = request_id
         path, _, query = raw_path.partition("?")
         if path.startswith("/sandbox/"):
             return self._control(verb, path, body)
@@ -233,7 +236,16 @@ class BitrixSandbox:
     def _record(self, method: str, summary: str, status: int | None, fault: str) -> None:
         with self._lock:
             self.stats["requests"] += 1
-            self._log.append({"ts": time.time(), "method": method, "params": summary, "status": status, "fault": fault})
+            self._log.append(
+                {
+                    "ts": time.time(),
+                    "method": method,
+                    "params": summary,
+                    "status": status,
+                    "fault": fault,
+                    "request_id": getattr(self._local, "request_id", ""),
+                }
+            )
 
     def _control(self, verb: str, path: str, body: bytes) -> Reply:
         try:

@@ -26,7 +26,7 @@ def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None)
     return Reply(status=status, body=body, headers=headers or {})
 
 
-Pipeline = Callable[[str, str, str, bytes], Reply]
+Pipeline = Callable[[str, str, str, bytes, str], Reply]  # verb, path, content type, body, X-Request-Id
 
 
 class SandboxHTTPServer(ThreadingHTTPServer):
@@ -82,7 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         try:
-            reply = self.server.pipeline(self.command, self.path, self.headers.get("Content-Type", ""), body)
+            content_type, request_id = self.headers.get("Content-Type", ""), self.headers.get("X-Request-Id", "")
+            reply = self.server.pipeline(self.command, self.path, content_type, body, request_id)
         except Exception as exc:  # noqa: BLE001 - a sandbox bug should read as a portal 500, not a dropped socket
             reply = json_reply(500, {"error": "INTERNAL_SERVER_ERROR", "error_description": type(exc).__name__})
         if reply.drop:
