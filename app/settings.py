@@ -160,7 +160,8 @@ N8N_WEBHOOK_SECRET = env.str("N8N_WEBHOOK_SECRET", default="")
 N8N_CONCURRENCY = env.int("N8N_CONCURRENCY", default=8)
 # When set, /metrics answers only scrapers sending `Authorization: Bearer <token>`.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-SYNC_MAX_ATTEMPTS = env.int("SYNC_MAX_ATTEMPTS", default=10)
+# 20 tries at 5 s doubling, capped at 6 h, with full jitter: a sync keeps retrying for about a day before `dead`.
+SYNC_MAX_ATTEMPTS = env.int("SYNC_MAX_ATTEMPTS", default=20)
 SYNC_RETENTION_DAYS = env.int("SYNC_RETENTION_DAYS", default=90)
 SYNC_FAILED_RETENTION_DAYS = env.int("SYNC_FAILED_RETENTION_DAYS", default=365)
 SYNC_LEASE_SECONDS = env.int("SYNC_LEASE_SECONDS", default=120)
