@@ -29,6 +29,7 @@ class Decision:
     result: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     retryable: bool = False
+    rate_limited: bool = False
 
 
 def inbound_process(*, inbound_id: int) -> str:
@@ -38,7 +39,7 @@ def inbound_process(*, inbound_id: int) -> str:
         if row is None:
             log.info("[INBOUND] row=%s not processed: not received or locked by another worker", inbound_id)
             return "skipped"
-        attempts = int(row.result.get("attempts", 0) or 0) + 1 if isinstance(row.result, dict) else 1
+        attempts = int(row.result.get("attempts", 0) or 0) if isinstance(row.result, dict) else 0
         try:
             with transaction.atomic():  # a failing status change leaves no half-written order behind
                 decision = _decide(row)
@@ -46,6 +47,8 @@ def inbound_process(*, inbound_id: int) -> str:
             log.exception("[INBOUND] row=%s processing raised", row.pk)
             error = redact(f"{type(exc).__name__}: {exc}")[:500]
             decision = Decision(InboundStatus.FAILED, error=error, retryable=True)
+        # Waiting for the rate limit is not the portal failing: it does not use up one of the row's attempts.
+        attempts += 0 if decision.rate_limited else 1
         result = {**decision.result, "attempts": attempts}
         if decision.status == InboundStatus.FAILED:
             result["retryable"] = decision.retryable
@@ -85,7 +88,10 @@ def _decide(row: InboundWebhook) -> Decision:
     try:
         response = client.call("crm.deal.get", {"id": remote_id})
     except RateLimitTimeout as exc:
-        return Decision(InboundStatus.FAILED, error=str(exc), retryable=True)
+        return Decision(InboundStatus.FAILED, error=str(exc), retryable=True, rate_limited=True)
+    if response.rate_limited:
+        error = f"crm.deal.get: {response.error or response.http.status} (rate limited)"
+        return Decision(InboundStatus.FAILED, error=error, retryable=True, rate_limited=True)
     if not response.ok:
         if response.not_found:
             return _ignored(f"deal {remote_id} not found in Bitrix24", deal_id=remote_id, order_id=order.pk)

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from integrations.models import InboundStatus, InboundWebhook
@@ -15,8 +16,11 @@ log = logging.getLogger("integrations.inbound")
 STORED_BODY_BYTES = 64 * 1024
 REJECTED_BODY_BYTES = 4 * 1024
 REJECTED_PER_MINUTE = 100
-MAX_ATTEMPTS = 5
+# Retryable failures wait STALE_SECONDS doubling per attempt, capped at an hour: 12 tries span about 7 hours,
+# so a stage change made in Bitrix24 survives a portal outage of that length instead of being given up in minutes.
+MAX_ATTEMPTS = 12
 STALE_SECONDS = 60
+MAX_RETRY_DELAY_SECONDS = 3600
 REQUEUE_BATCH = 500
 
 _dropped_lock = threading.Lock()
@@ -128,17 +132,18 @@ def inbound_finish(*, row: InboundWebhook, status: str, result: dict, error: str
 def inbound_requeue_stale(
     *, older_than_seconds: int = STALE_SECONDS, max_attempts: int = MAX_ATTEMPTS, limit: int = REQUEUE_BATCH
 ) -> list[int]:
-    """Re-enqueue `received` rows older than a minute, and retryable `failed` rows under the attempt cap."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    """Re-enqueue `received` rows older than a minute, and retryable `failed` rows under the attempt cap once their
+    backoff (older_than_seconds doubling per attempt, capped at an hour) has passed."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_seconds)
+    due = Q(pk__in=[])
+    for attempts in range(max_attempts):  # 0: only rate-limited so far
+        wait = min(older_than_seconds * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY_SECONDS)
+        due |= Q(result__attempts=attempts, processed_at__lt=now - timedelta(seconds=wait))
     with transaction.atomic():
         retry = list(
             InboundWebhook.objects.select_for_update(skip_locked=True)
-            .filter(
-                status=InboundStatus.FAILED,
-                processed_at__lt=cutoff,
-                result__retryable=True,
-                result__attempts__lt=max_attempts,
-            )
+            .filter(due, status=InboundStatus.FAILED, result__retryable=True)
             .order_by("id")
             .values_list("pk", flat=True)[:limit]
         )

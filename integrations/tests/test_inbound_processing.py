@@ -21,6 +21,7 @@ from integrations.models import (
     IntegrationSync,
 )
 from integrations.sandbox.bitrix24 import BitrixSandbox
+from integrations.sandbox.bitrix24.faults import LeakyBucket
 from integrations.tests.factories import IntegrationFactory
 from orders.models import Order
 from orders.tests.factories import OrderFactory
@@ -296,3 +297,33 @@ def test_concurrent_identical_events_store_one_accepted_and_the_rest_duplicates(
     duplicates = InboundWebhook.objects.filter(status=InboundStatus.DUPLICATE).values_list("result", flat=True)
     assert all(result == {"duplicate_of": original.pk} for result in duplicates)
     assert sent == [original.pk]
+
+
+@pytest.mark.django_db
+def test_retries_back_off_doubling_per_attempt(client, linked, sent):
+    row = deal_event(client, linked[1])
+    failed_ago = {1: 61, 2: 119, 3: 241}  # due after 60 s, 120 s, 240 s
+    for attempts, seconds in failed_ago.items():
+        InboundWebhook.objects.filter(pk=row.pk).update(
+            status=InboundStatus.FAILED,
+            result={"attempts": attempts, "retryable": True},
+            processed_at=timezone.now() - timedelta(seconds=seconds),
+        )
+        due = services.inbound_requeue_stale() == [row.pk]
+        assert due == (attempts != 2), attempts
+
+
+@pytest.mark.django_db
+def test_rate_limited_processing_does_not_use_up_an_attempt(client, sandbox, linked):
+    order, deal_id, n8n = linked
+    sandbox.store.update("deal", deal_id, {"STAGE_ID": "PREPARATION"})
+    row = deal_event(client, deal_id)
+    sandbox.enforce_rate_limit = True
+    sandbox.bucket = LeakyBucket(0.001, 0)  # the portal answers 503 QUERY_LIMIT_EXCEEDED
+    assert inbound_process(inbound_id=row.pk) == InboundStatus.FAILED
+    row.refresh_from_db()
+    assert row.result == {"attempts": 0, "retryable": True} and "rate limited" in row.error
+    sandbox.bucket = LeakyBucket(50, 50)
+    InboundWebhook.objects.filter(pk=row.pk).update(status=InboundStatus.RECEIVED)
+    assert inbound_process(inbound_id=row.pk) == InboundStatus.PROCESSED
+    assert InboundWebhook.objects.get(pk=row.pk).result["attempts"] == 1
