@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.signals import beat_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "app.settings")
 
@@ -11,6 +12,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 # Defaults; django-celery-beat stores them (see integrations/migrations) so operators can edit them in the admin.
+# They are deliberately not in app.conf.beat_schedule: DatabaseScheduler writes that over the stored rows at every
+# start, which would undo an operator's edit (e.g. a faster sweep) on the next deploy.
 BEAT_SCHEDULE = {
     "sweep_due_syncs": {"task": "integrations.tasks.sweep_due_syncs", "every_seconds": 5},
     "cleanup_sync_history": {"task": "integrations.tasks.cleanup_sync_history", "every_seconds": 24 * 3600},
@@ -18,6 +21,11 @@ BEAT_SCHEDULE = {
     "requeue_stale_inbound": {"task": "integrations.tasks.requeue_stale_inbound", "every_seconds": 60},
     "heartbeat_beat": {"task": "integrations.tasks.beat_heartbeat", "every_seconds": 30},
 }
-app.conf.beat_schedule = {
-    name: {"task": entry["task"], "schedule": float(entry["every_seconds"])} for name, entry in BEAT_SCHEDULE.items()
-}
+
+
+@beat_init.connect
+def install_missing_beat_defaults(**kwargs) -> None:
+    """Beat start-up: store any default task missing from the database (existing rows are left as edited)."""
+    from integrations.beat_defaults import install_beat_schedule
+
+    install_beat_schedule()

@@ -388,12 +388,10 @@ def test_a_real_celery_worker_reports_itself_and_its_clean_stop():
 
 
 @pytest.mark.django_db
-def test_beat_schedule_install_is_idempotent_keeps_operator_edits_and_matches_celery_beat():
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-    from django_celery_beat.schedulers import ModelEntry
+def test_beat_schedule_install_is_idempotent_and_keeps_operator_edits():
+    from django_celery_beat.models import PeriodicTask
 
     from app.celery import BEAT_SCHEDULE
-    from app.celery import app as celery_app
     from integrations.beat_defaults import install_beat_schedule
 
     migration = importlib.import_module("integrations.migrations.0002_beat_schedule")
@@ -412,8 +410,26 @@ def test_beat_schedule_install_is_idempotent_keeps_operator_edits_and_matches_ce
     assert install_beat_schedule() == []  # second run: nothing to do, the operator's change stays
     assert PeriodicTask.objects.get(name="sweep_due_syncs").enabled is False
 
-    # What DatabaseScheduler does with app.conf.beat_schedule at start-up lands on the same rows.
-    intervals, task_count = IntervalSchedule.objects.count(), PeriodicTask.objects.count()
-    for name, entry in celery_app.conf.beat_schedule.items():
-        ModelEntry.from_entry(name, app=celery_app, **entry)
-    assert (IntervalSchedule.objects.count(), PeriodicTask.objects.count()) == (intervals, task_count)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beat_start_installs_missing_defaults_and_keeps_operator_edits():
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+    from django_celery_beat.schedulers import DatabaseScheduler
+
+    from app.celery import BEAT_SCHEDULE, install_missing_beat_defaults
+    from app.celery import app as celery_app
+    from integrations.beat_defaults import install_beat_schedule
+
+    install_beat_schedule()
+    sweep = PeriodicTask.objects.get(name="sweep_due_syncs")
+    sweep.interval = IntervalSchedule.objects.create(every=1, period="seconds")  # an operator speeds it up
+    sweep.save()
+    PeriodicTask.objects.filter(name="reconcile_bitrix").delete()  # and someone deleted another one
+    install_missing_beat_defaults()  # what `celery beat` runs at start-up (beat_init)
+    scheduler = DatabaseScheduler(app=celery_app)
+    assert set(BEAT_SCHEDULE) <= set(scheduler.schedule)
+    assert PeriodicTask.objects.get(name="sweep_due_syncs").interval.every == 1
+    assert PeriodicTask.objects.get(name="reconcile_bitrix").interval.every == BEAT_SCHEDULE["reconcile_bitrix"][
+        "every_seconds"
+    ]
