@@ -50,6 +50,8 @@ def inbound_process(*, inbound_id: int) -> str:
         # Waiting for the rate limit is not the portal failing: it does not use up one of the row's attempts.
         attempts += 0 if decision.rate_limited else 1
         result = {**decision.result, "attempts": attempts}
+        if isinstance(row.result, dict) and row.result.get("repeat_of"):
+            result["repeat_of"] = row.result["repeat_of"]
         if decision.status == InboundStatus.FAILED:
             result["retryable"] = decision.retryable
         services.inbound_finish(row=row, status=decision.status, result=result, error=decision.error)

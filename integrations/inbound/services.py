@@ -5,7 +5,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -46,18 +46,41 @@ def inbound_store_accepted(*, record: dict[str, Any], body: str, dedupe_key: str
             )
             transaction.on_commit(lambda: inbound_enqueue([row.pk]))
     except IntegrityError:
-        original = InboundWebhook.objects.filter(dedupe_key=dedupe_key).values_list("pk", flat=True).first()
-        row = InboundWebhook.objects.create(
-            **fields,
-            authenticated=True,
-            dedupe_key=None,
-            status=InboundStatus.DUPLICATE,
-            result={"duplicate_of": original},
-            processed_at=timezone.now(),
-        )
-        log.info("[INBOUND] row=%s duplicate of row=%s (%s)", row.pk, original, dedupe_key)
-        return row
+        return _store_repeat(fields, dedupe_key)
     log.info("[INBOUND] row=%s accepted %s %s", row.pk, row.event or "call", row.remote_object or "-")
+    return row
+
+
+_UNTOUCHED_ORIGINAL_SQL = """
+SELECT id FROM integrations_inboundwebhook WHERE dedupe_key = %s AND status = 'received' FOR SHARE SKIP LOCKED
+"""
+
+
+def _store_repeat(fields: dict[str, Any], dedupe_key: str) -> InboundWebhook:
+    """A second call with the same dedupe key. Processing pulls the deal's current state, so the repeat folds into
+    the original only while nobody has processed or started processing it (same second, another change: the
+    original's pull will see both). Otherwise it is processed on its own, or that later change would be lost."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:  # a processor holds FOR UPDATE on the row it works on: skipped here
+            cursor.execute(_UNTOUCHED_ORIGINAL_SQL, [dedupe_key])
+            untouched = cursor.fetchone()
+        original = InboundWebhook.objects.filter(dedupe_key=dedupe_key).values_list("pk", flat=True).first()
+        if untouched is not None:
+            row = InboundWebhook.objects.create(
+                **fields,
+                authenticated=True,
+                dedupe_key=None,
+                status=InboundStatus.DUPLICATE,
+                result={"duplicate_of": original},
+                processed_at=timezone.now(),
+            )
+            log.info("[INBOUND] row=%s duplicate of row=%s (%s)", row.pk, original, dedupe_key)
+            return row
+        row = InboundWebhook.objects.create(
+            **fields, authenticated=True, dedupe_key=None, status=InboundStatus.RECEIVED, result={"repeat_of": original}
+        )
+        transaction.on_commit(lambda: inbound_enqueue([row.pk]))
+    log.info("[INBOUND] row=%s repeat of already processed row=%s: pulled again (%s)", row.pk, original, dedupe_key)
     return row
 
 

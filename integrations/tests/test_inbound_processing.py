@@ -134,6 +134,21 @@ def test_replayed_event_is_processed_once(client, sandbox, linked):
 
 
 @pytest.mark.django_db
+def test_same_second_event_after_the_original_was_processed_is_pulled_again(client, sandbox, linked):
+    """Two changes of one deal within a second share event+id+ts: the second must not be folded into a done pull."""
+    order, deal_id, n8n = linked
+    first = processed(client, sandbox, deal_id, "PREPARATION")
+    assert first.status == InboundStatus.PROCESSED
+    sandbox.store.update("deal", deal_id, {"STAGE_ID": "EXECUTING"})  # a second change in the same second
+    second = deal_event(client, deal_id)
+    assert (second.status, second.result) == (InboundStatus.RECEIVED, {"repeat_of": first.pk})
+    assert inbound_process(inbound_id=second.pk) == InboundStatus.PROCESSED
+    order.refresh_from_db()
+    assert order.status == "in_progress" and deal_gets(sandbox) == 2
+    assert InboundWebhook.objects.get(pk=second.pk).result["repeat_of"] == first.pk
+
+
+@pytest.mark.django_db
 def test_echo_of_our_own_state_is_ignored_without_new_syncs(client, sandbox, linked):
     order, deal_id, n8n = linked
     syncs_before = IntegrationSync.objects.count()
