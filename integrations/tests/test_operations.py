@@ -411,7 +411,6 @@ def test_beat_schedule_install_is_idempotent_and_keeps_operator_edits():
     assert PeriodicTask.objects.get(name="sweep_due_syncs").enabled is False
 
 
-
 @pytest.mark.django_db(transaction=True)
 def test_beat_start_installs_missing_defaults_and_keeps_operator_edits():
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -430,6 +429,7 @@ def test_beat_start_installs_missing_defaults_and_keeps_operator_edits():
     scheduler = DatabaseScheduler(app=celery_app)
     assert set(BEAT_SCHEDULE) <= set(scheduler.schedule)
     assert PeriodicTask.objects.get(name="sweep_due_syncs").interval.every == 1
-    assert PeriodicTask.objects.get(name="reconcile_bitrix").interval.every == BEAT_SCHEDULE["reconcile_bitrix"][
-        "every_seconds"
-    ]
+    assert (
+        PeriodicTask.objects.get(name="reconcile_bitrix").interval.every
+        == BEAT_SCHEDULE["reconcile_bitrix"]["every_seconds"]
+    )
