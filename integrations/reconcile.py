@@ -18,6 +18,8 @@ from integrations import outbox, payloads
 from integrations.clients.bitrix24 import BitrixClient, BitrixResponse, mask_webhook_url
 from integrations.models import OPEN_STATUSES, EventType, ExternalLink, Integration, IntegrationKind, IntegrationSync
 from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
+from integrations.unlinked import COUNT_KEYS as UNLINKED_KEYS
+from integrations.unlinked import requeue_unlinked
 
 log = logging.getLogger("integrations.worker")
 DEAL_SELECT = ["ID", "TITLE", "ORIGINATOR_ID", "ORIGIN_ID", "STAGE_ID", "OPPORTUNITY", "CURRENCY_ID"]
@@ -271,7 +273,8 @@ def _same(name: str, remote: Any, expected: Any) -> bool:
 
 
 def reconcile_all() -> dict:
-    """Every enabled bitrix24 integration: report duplicates (never fixed here), re-sync drifted orders; counts."""
+    """Every enabled bitrix24 integration: converge unlinked objects, report duplicates (never fixed here), re-sync
+    drifted orders; counts."""
     from orders.models import Order
 
     counts = {
@@ -282,9 +285,20 @@ def reconcile_all() -> dict:
         "missing": 0,
         "resynced": 0,
         "errors": 0,
+        **dict.fromkeys(UNLINKED_KEYS, 0),
+        "unlinked_errors": 0,
     }
     resynced: set[str] = set()
-    for integration in Integration.objects.filter(kind=IntegrationKind.BITRIX24, enabled=True).order_by("id"):
+    integrations = list(Integration.objects.filter(kind=IntegrationKind.BITRIX24, enabled=True).order_by("id"))
+    # Its own loop, first and guarded: it needs no portal read, and neither part may stop the other.
+    for integration in integrations:
+        try:
+            for key, value in requeue_unlinked(integration=integration).items():
+                counts[key] += value
+        except Exception:  # noqa: BLE001 - logged with its traceback; duplicates and drift still run
+            counts["unlinked_errors"] += 1
+            log.exception("[WORKER] reconcile integration=%s unlinked objects skipped", integration.pk)
+    for integration in integrations:
         counts["integrations"] += 1
         where = mask_webhook_url(integration.endpoint)
         try:
