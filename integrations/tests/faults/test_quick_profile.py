@@ -1,12 +1,13 @@
-"""Fault-tolerance suite, QUICK profile: real Celery workers, faulty sandboxes, ~300 orders, then invariants.
+"""Fault-tolerance suite, QUICK profile: the real system in separate processes, faulty sandboxes, ~300 orders.
 
-What runs: two `celery -A app worker` processes (prefork, concurrency 2) against the test database and Redis db 9,
-a sweeper thread standing in for beat (`sweep_due_syncs.delay()` every second), the Bitrix24 sandbox (5xx 20 %,
-timeout 5 %, lost response 5 %, rate limit on) and the n8n receiver (503 for a stretch) in this process.
-Traffic goes through the services (users.services / orders.services) while faults are injected: SIGKILL of a worker
-mid-delivery, SIGTERM of the other (deploy), pg_terminate_backend of the workers' connections, broker unreachable at
-commit, FLUSHDB of the broker's Redis db. Then faults stop, the system drains, and every invariant is checked.
-docs/reliability.md explains it; FAULTS_REPORT=<path> writes the table there too.
+What runs: a gunicorn web process (2 workers), two `celery -A app worker` processes (prefork, concurrency 2) and
+`celery beat` (DatabaseScheduler, sweep every second) against the test database and Redis db 9; the Bitrix24 sandbox
+(5xx 20 %, timeout 5 %, lost response 5 %, rate limit on; it posts ONCRMDEALUPDATE to our inbound view) and the n8n
+receivers in this process. Traffic goes through the DRF API (staff creates customers, customers write their orders
+and profiles, staff deletes) with stage changes made "in Bitrix24" interleaved, while faults are injected: SIGKILL of
+a worker mid-delivery, SIGTERM of the other (deploy), pg_terminate_backend, broker unreachable at commit, FLUSHDB of
+the broker's Redis db. Security probes run along. Then faults stop, the system drains, reconcile runs once, and every
+invariant is checked. docs/reliability.md explains it; FAULTS_REPORT=<path> writes the table there too.
 """
 
 import os
@@ -14,7 +15,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -41,6 +41,7 @@ BASE_DIR = Path(__file__).resolve().parents[3]
 REDIS_URL = os.environ.get("FAULTS_REDIS_URL", "redis://127.0.0.1:6379/9")
 DEAD_BROKER_URL = "redis://127.0.0.1:1/9"  # nothing listens there: "broker unreachable at commit"
 SEED = int(os.environ.get("FAULTS_SEED", "20261123"))
+INBOUND_TOKEN = "faults-inbound-" + "9f3c2a7e51d04b6c"  # BITRIX_WEBHOOK_TOKEN of the web process (a secret)
 # Quick profile by default; FAULTS_ORDERS / FAULTS_USERS scale it up (full profile: 5000 / 500, docs/reliability.md).
 N_ORDERS = int(os.environ.get("FAULTS_ORDERS", "300"))
 N_USERS = int(os.environ.get("FAULTS_USERS", "40"))
@@ -54,33 +55,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(300 * SCALE))]
 
 
 # -- processes ---------------------------------------------------------------------------------------------------
-class Worker:
-    """One `celery worker` process group started by this test (so it can be killed with its pool children)."""
+class Proc:
+    """One process group started by this test (so it can be signalled with its children), logging to a file."""
 
-    count = 0
-
-    def __init__(self, env: dict, log_dir: Path):
-        Worker.count += 1
-        self.name = f"faults{Worker.count}"
-        self.log_path = log_dir / f"{self.name}.log"
+    def __init__(self, name: str, args: list[str], env: dict, log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "app",
-                "worker",
-                "--pool=prefork",
-                "--concurrency=2",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"{self.name}@%h",
-            ],  # fmt: skip
+            [sys.executable, "-m", *args],
             cwd=BASE_DIR,
             env=env,
             stdout=self._log,
@@ -118,7 +101,36 @@ class Worker:
             return ""
 
 
-def child_env(db_name: str) -> dict:
+class Worker(Proc):
+    count = 0
+
+    def __init__(self, env: dict, log_dir: Path):
+        Worker.count += 1
+        name = f"faults{Worker.count}"
+        args = ["celery", "-A", "app", "worker", "--pool=prefork", "--concurrency=2", "--loglevel=INFO",
+                "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"]  # fmt: skip
+        super().__init__(name, args, env, log_dir)
+
+
+def start_web(env: dict, log_dir: Path, port: int, name: str = "web") -> Proc:
+    args = ["gunicorn", "app.wsgi:application", "--workers=2", f"--bind=127.0.0.1:{port}", "--timeout=60"]
+    return Proc(name, args, env, log_dir)
+
+
+def start_beat(env: dict, log_dir: Path) -> Proc:
+    """celery beat on the database schedule, with the sweep sped up to every second the way an operator would."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from integrations.beat_defaults import install_beat_schedule
+
+    install_beat_schedule()
+    every_second, _ = IntervalSchedule.objects.get_or_create(every=1, period="seconds")
+    PeriodicTask.objects.filter(name="sweep_due_syncs").update(interval=every_second)
+    args = ["celery", "-A", "app", "beat", "--loglevel=INFO", "-s", str(log_dir / "beat-schedule")]
+    return Proc("beat", args, env, log_dir)
+
+
+def child_env(db_name: str, application_token: str) -> dict:
     db = connection.settings_dict
     auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BITRIX_", "N8N_", "SYNC_", "PYTEST"))}
@@ -135,11 +147,13 @@ def child_env(db_name: str) -> dict:
         DEBUG="false",
         BITRIX_TIMEOUT="2,1",
         SYNC_LEASE_SECONDS="5",
-        SYNC_MAX_ATTEMPTS="8",
         SYNC_WAKEUP_ENABLED="true",
+        BITRIX_WEBHOOK_TOKEN=INBOUND_TOKEN,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
+    env["BITRIX_APPLICATION_TOKEN"] = application_token  # the sandbox portal's, as a real app install would set
     return env
 
 
@@ -163,93 +177,173 @@ def celery_broker(url: str):
         reset_pools()
 
 
-class Sweeper(threading.Thread):
-    """Stands in for beat: sweep_due_syncs.delay() every second (skipped while the queue already has a backlog)."""
-
-    def __init__(self, redis_client):
-        super().__init__(name="faults-sweeper", daemon=True)
-        self.redis = redis_client
-        self.stop_event = threading.Event()
-        self.sent = self.failed = 0
-
-    def run(self) -> None:
-        from integrations.tasks import sweep_due_syncs
-
-        while not self.stop_event.wait(1.0):
-            try:
-                if self.redis.llen("celery") < 20:
-                    sweep_due_syncs.apply_async(retry=False)
-                    self.sent += 1
-            except Exception:  # noqa: BLE001 - broker down or flushed: the next tick tries again
-                self.failed += 1
-
-
 # -- traffic -----------------------------------------------------------------------------------------------------
-class Traffic:
-    """Random writes through the service layer; remembers what the final state must be."""
+class Api:
+    """HTTP to the web process; remembers every status class and any 5xx (a breach: bad input gets a 4xx)."""
 
-    def __init__(self, rng: random.Random):
-        self.rng = rng
-        self.users: list = []
-        self.orders: dict[int, object] = {}
+    def __init__(self, base: str):
+        import requests
+
+        self.base = base
+        self.http = requests.Session()
+        self.statuses: Counter[str] = Counter()
+        self.server_errors: list[str] = []
+        self.bodies: list[str] = []  # responses kept for the secrets scan
+
+    def call(self, method: str, path: str, token: str | None = None, keep: bool = False, **kwargs):
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        response = self.http.request(method, self.base + path, headers=headers, timeout=60, **kwargs)
+        self.statuses[f"{response.status_code // 100}xx"] += 1
+        if response.status_code >= 500:
+            self.server_errors.append(f"{method} {path} → {response.status_code} {response.text[:200]}")
+        if keep:
+            self.bodies.append(response.text)
+        return response
+
+
+class Traffic:
+    """Random writes through the DRF API (and stage changes made in the Bitrix24 sandbox); remembers deletions."""
+
+    def __init__(self, rng: random.Random, api: Api, staff_token: str, sandbox):
+        self.rng, self.api, self.staff, self.sandbox = rng, api, staff_token, sandbox
+        self.users: list[tuple[int, str]] = []  # (pk, API token)
+        self.orders: dict[int, str] = {}  # order pk -> owner's token
         self.deleted: dict[int, int] = {}  # order pk -> user pk
         self.order_owner: dict[int, int] = {}
         self.counts: Counter[str] = Counter()
         self.email_version = 0
 
-    def create_user(self):
-        from users import services as user_services
+    def create_user(self) -> None:
+        from rest_framework.authtoken.models import Token
 
         n = len(self.users)
-        user = user_services.user_create(
-            email=f"faults-{n}@example.com", first_name=f"F{n}", last_name="Customer", phone=f"+1555000{n:04d}"
-        )
-        self.users.append(user)
+        body = {"email": f"faults-{n}@example.com", "first_name": f"F{n}", "last_name": "Customer",
+                "phone": f"+1555000{n:04d}"}  # fmt: skip
+        response = self.api.call("POST", "/api/users/", self.staff, json=body)
+        if response.status_code != 201:
+            self.counts[f"user create answered {response.status_code}"] += 1
+            return
+        pk = response.json()["id"]
+        self.users.append((pk, Token.objects.create(user_id=pk).key))  # a login per customer costs a password hash
         self.counts["users created"] += 1
-        return user
 
     def step(self, created_so_far: int) -> None:
-        from orders import services as order_services
-        from users import services as user_services
-
-        rng = self.rng
+        rng, api = self.rng, self.api
         if len(self.users) < N_USERS and (not self.users or rng.random() < 0.15):
             self.create_user()
             return
         roll = rng.random()
         if created_so_far < N_ORDERS and (roll < 0.40 or not self.orders):
-            user = rng.choice(self.users)
-            order = order_services.order_create(
-                user=user, title=f"Faults order {created_so_far}", amount=Decimal(rng.randint(100, 99999)) / 100
-            )
-            self.orders[order.pk] = order
-            self.order_owner[order.pk] = user.pk
-            self.counts["orders created"] += 1
-        elif roll < 0.62 and self.orders:
-            order = self.orders[rng.choice(list(self.orders))]
-            data = {"amount": Decimal(rng.randint(100, 99999)) / 100}
+            user_pk, token = rng.choice(self.users)
+            body = {"title": f"Faults order {created_so_far}", "amount": f"{rng.randint(100, 99999) / 100:.2f}"}
+            response = api.call("POST", "/api/orders/", token, json=body)
+            if response.status_code == 201:
+                pk = response.json()["id"]
+                self.orders[pk], self.order_owner[pk] = token, user_pk
+                self.counts["orders created"] += 1
+        elif roll < 0.60 and self.orders:
+            pk = rng.choice(list(self.orders))
+            body = {"amount": f"{rng.randint(100, 99999) / 100:.2f}"}
             if rng.random() < 0.3:
-                data["title"] = f"renamed {rng.randint(0, 10**6)}"
-            self.orders[order.pk] = order_services.order_update(order=order, data=data)
-            self.counts["order updates"] += 1
-        elif roll < 0.82 and self.orders:
-            order = self.orders[rng.choice(list(self.orders))]
-            order.refresh_from_db()
-            nxt = "cancelled" if rng.random() < 0.1 else NEXT_STATUS.get(order.status)
-            if nxt and nxt != order.status and order.status not in ("done", "cancelled"):
-                self.orders[order.pk] = order_services.order_change_status(order=order, status=nxt)
-                self.counts["status changes"] += 1
-        elif roll < 0.95:
-            user = rng.choice(self.users)
+                body["title"] = f"renamed {rng.randint(0, 10**6)}"
+            self._count("order updates", api.call("PATCH", f"/api/orders/{pk}/", self.orders[pk], json=body))
+        elif roll < 0.78 and self.orders:
+            pk = rng.choice(list(self.orders))
+            current = api.call("GET", f"/api/orders/{pk}/", self.orders[pk])
+            allowed = current.json().get("allowed_transitions", []) if current.status_code == 200 else []
+            forward = [s for s in allowed if s != "cancelled"]
+            nxt = "cancelled" if allowed and (rng.random() < 0.1 or not forward) else (forward or [None])[0]
+            if nxt:
+                answer = api.call("POST", f"/api/orders/{pk}/status/", self.orders[pk], json={"status": nxt})
+                self._count("status changes", answer)  # 400 when a Bitrix stage change got there first
+        elif roll < 0.92:
+            user_pk, token = rng.choice(self.users)
             self.email_version += 1
-            user_services.user_update(user=user, data={"email": f"faults-{user.pk}-v{self.email_version}@example.com"})
-            self.counts["e-mail changes"] += 1
+            body = {"email": f"faults-{user_pk}-v{self.email_version}@example.com"}
+            self._count("e-mail changes", api.call("PATCH", "/api/users/me/", token, json=body))
+        elif roll < 0.97 and self.orders:
+            self.change_stage_in_bitrix()
         elif self.orders and self.counts["order deletes"] < 8:
             pk = rng.choice(list(self.orders))
-            order = self.orders.pop(pk)
-            self.deleted[pk] = self.order_owner[pk]
-            order_services.order_delete(order=order)
-            self.counts["order deletes"] += 1
+            if api.call("DELETE", f"/api/orders/{pk}/", self.staff).status_code == 204:
+                self.orders.pop(pk)
+                self.deleted[pk] = self.order_owner[pk]
+                self.counts["order deletes"] += 1
+
+    def change_stage_in_bitrix(self) -> None:
+        """A sales manager moves a deal on in Bitrix24: the portal posts ONCRMDEALUPDATE to our inbound view."""
+        live = {str(pk) for pk in self.orders}
+        deals = [d for d in self.sandbox.deals.values() if str(d.get("ORIGIN_ID")) in live]
+        if not deals:
+            return
+        deal = self.rng.choice(deals)
+        status = {stage: name for name, stage in STAGES.items()}.get(str(deal.get("STAGE_ID")))
+        nxt = NEXT_STATUS.get(status or "")
+        if nxt:
+            self.sandbox.store.update("deal", int(deal["ID"]), {"STAGE_ID": STAGES[nxt]})
+            self.counts["stage changes in Bitrix24"] += 1
+
+    def _count(self, what: str, response) -> None:
+        self.counts[what if response.status_code < 300 else f"{what} refused ({response.status_code})"] += 1
+
+
+class SecurityProbes:
+    """Things that must be refused while the system runs; each probe is (what, expected status, got)."""
+
+    def __init__(self, api: Api, base: str):
+        self.api, self.base = api, base
+        self.results: list[tuple[str, int, int]] = []
+
+    def run(self, traffic: Traffic) -> None:
+        api = self.api
+        owners = list(traffic.orders.items())
+        tokens = {t for _, t in traffic.users}
+        if len(tokens) >= 2 and owners:
+            order_pk, owner_token = owners[0]
+            other = next(t for t in tokens if t != owner_token)
+            self._expect("customer reads another's order", 404, api.call("GET", f"/api/orders/{order_pk}/", other))
+            self._expect("customer changes another's order", 404,
+                         api.call("PATCH", f"/api/orders/{order_pk}/", other, json={"title": "mine now"}))  # fmt: skip
+            cancel = {"status": "cancelled"}
+            self._expect("customer moves another's order", 404,
+                         api.call("POST", f"/api/orders/{order_pk}/status/", other, json=cancel))  # fmt: skip
+            self._expect("customer deletes an order", 403, api.call("DELETE", f"/api/orders/{order_pk}/", other))
+            self._expect("customer reads sync status", 403, api.call("GET", "/api/integrations/status/", other))
+            self._expect("customer lists users", 403, api.call("GET", "/api/users/", other))
+        self._expect("anonymous lists orders", 401, api.call("GET", "/api/orders/"))
+        self._expect("anonymous reads sync history", 401, api.call("GET", "/api/integrations/syncs/"))
+        form = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "1", "ts": str(int(time.time()))}
+        self._expect("inbound without a token", 401, api.call("POST", "/bitrix/webhook", data=form))
+        self._expect("inbound with a wrong token", 401, api.call("POST", "/bitrix/webhook?token=guess", data=form))
+        wrong_app = {**form, "auth[application_token]": "guess"}
+        self._expect("inbound with a wrong application token", 401, api.call("POST", "/bitrix/webhook", data=wrong_app))
+
+    def csrf(self, staff_session) -> None:
+        """Session auth (the admin's cookie) without the CSRF token is refused; with it, accepted."""
+        bare = staff_session.post(f"{self.base}/api/orders/", json={"title": "csrf", "amount": "1.00"}, timeout=30)
+        self._expect("session POST without CSRF token", 403, bare)
+
+    def _expect(self, what: str, status: int, response) -> None:
+        self.results.append((what, status, response.status_code))
+
+    @property
+    def violations(self) -> list[tuple[str, int, int]]:
+        return [r for r in self.results if r[1] != r[2]]
+
+
+def staff_session(base: str, username: str, password: str):
+    """Log in through the admin's login form like a browser (CSRF cookie + token), returning the session."""
+    import re
+
+    import requests
+
+    session = requests.Session()
+    page = session.get(f"{base}/admin/login/", timeout=30)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    form = {"csrfmiddlewaretoken": token, "username": username, "password": password, "next": "/admin/"}
+    answer = session.post(f"{base}/admin/login/", data=form, headers={"Referer": f"{base}/admin/login/"}, timeout=30)
+    assert answer.ok and "sessionid" in session.cookies, answer.status_code
+    return session
 
 
 # -- the test ----------------------------------------------------------------------------------------------------
@@ -294,6 +388,83 @@ def terminate_worker_connections(db_name: str) -> int:
         return cursor.fetchone()[0]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(requests, url: str, any_status: bool = False) -> bool:
+    try:
+        return any_status or requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def inbound_open():
+    from integrations.inbound.services import MAX_ATTEMPTS
+    from integrations.models import InboundStatus, InboundWebhook
+
+    retryable = InboundWebhook.objects.filter(
+        status=InboundStatus.FAILED, result__retryable=True, result__attempts__lt=MAX_ATTEMPTS
+    )
+    return InboundWebhook.objects.filter(status=InboundStatus.RECEIVED) | retryable
+
+
+def drain(sandbox, started: float) -> None:
+    """Until no sync row is open, the portal has posted every event and no inbound call waits (or time is up).
+
+    No waiting out backoff: scheduled retries are made due now; beat's sweep and the wake-ups pick them up."""
+    from integrations.inbound.services import inbound_requeue_stale
+
+    while time.monotonic() - started < DRAIN_SECONDS:
+        open_rows = IntegrationSync.objects.filter(status__in=OPEN_STATUSES)
+        events_idle = sandbox.wait_for_events(0.1)
+        if not open_rows.exists() and events_idle and not inbound_open().exists():
+            return
+        open_rows.filter(status__in=[SyncStatus.PENDING, SyncStatus.RETRYING]).update(
+            next_attempt_at=timezone.now() - timedelta(seconds=1)
+        )
+        inbound_requeue_stale(older_than_seconds=0)
+        if os.environ.get("FAULTS_DEBUG"):
+            print(
+                f"[drain {time.monotonic() - started:.0f}s]",
+                list(open_rows.values_list("integration__name", "status").annotate(n=Count("id"))),
+                list(Integration.objects.values_list("name", "paused_until", "consecutive_failures")),
+                f"inbound open: {inbound_open().count()}, events idle: {events_idle}",
+                flush=True,
+            )
+        time.sleep(1.0)
+
+
+def admin_and_api_pages(api: Api, admin, staff_token: str, n8n, traffic) -> list[tuple[str, str]]:
+    """(url, body) of the admin pages and staff API answers an operator looks at after such a run."""
+    from integrations.models import InboundWebhook
+
+    base = api.base
+    sync_ids = list(IntegrationSync.objects.order_by("-attempts").values_list("id", flat=True)[:5])
+    inbound_ids = list(InboundWebhook.objects.order_by("-id").values_list("id", flat=True)[:3])
+    some_order = next(iter(traffic.orders), None)
+    paths = [
+        "/admin/", "/admin/integrations/dashboard/", "/admin/integrations/integration/",
+        *[f"/admin/integrations/integration/{pk}/change/" for pk in Integration.objects.values_list("id", flat=True)],
+        "/admin/integrations/integrationsync/", "/admin/integrations/integrationsync/?status__exact=failed",
+        *[f"/admin/integrations/integrationsync/{pk}/change/" for pk in sync_ids],
+        "/admin/integrations/inboundwebhook/",
+        *[f"/admin/integrations/inboundwebhook/{pk}/change/" for pk in inbound_ids],
+    ]  # fmt: skip
+    if some_order:
+        paths.append(f"/admin/orders/order/{some_order}/change/")
+    pages = [(path, admin.get(base + path, timeout=60).text) for path in paths]
+    api_paths = ["/api/integrations/status/", "/api/integrations/syncs/", "/api/integrations/inbound/"]
+    if some_order:
+        api_paths.append(f"/api/integrations/syncs/?object=order:{some_order}")
+    pages += [(path, api.call("GET", path, staff_token).text) for path in api_paths]
+    return pages
+
+
 @pytest.mark.django_db(transaction=True)
 def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp_path):
     from integrations.clients.n8n import generate_secret
@@ -304,17 +475,21 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     started = time.monotonic()
     settings.SYNC_WAKEUP_ENABLED = True
     db_name = connection.settings_dict["NAME"]
-    env = child_env(db_name)
     rng = random.Random(SEED)
     injected: list[tuple[str, str, str]] = []  # (fault, how, observed right away)
 
-    sandbox = BitrixSandbox(rate=50, burst=500, enforce_rate_limit=True)
+    sandbox = BitrixSandbox(rate=50, burst=500, enforce_rate_limit=True, log_limit=10_000_000)
     sandbox.set_faults(error_5xx=0.20, timeout=0.05, lost_response=0.05, seed=SEED, timeout_seconds=2)
     sandbox.start()
+    env = child_env(db_name, sandbox.application_token)
+    web_port, nobroker_port = free_port(), free_port()
+    base, nobroker_base = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{nobroker_port}"
+    # The portal tells us about deal changes (ours echo back too), as event.bind would set up on a real portal.
+    sandbox.registry.bind("ONCRMDEALUPDATE", f"{base}/bitrix/webhook")
     receiver = N8nReceiver(secret=generate_secret()).start()
     gone_receiver = N8nReceiver(secret=generate_secret()).start()  # a second flow whose endpoint is removed late
     Integration.objects.create(
-        kind=IntegrationKind.BITRIX24, name="bitrix-faults", endpoint=sandbox.webhook_url, rate_limit="20/100"
+        kind=IntegrationKind.BITRIX24, name="bitrix-faults", endpoint=sandbox.webhook_url, rate_limit="40/100"
     )
     n8n = Integration.objects.create(
         kind=IntegrationKind.N8N, name="n8n-faults", endpoint=receiver.url, secret=receiver.secrets[0]
@@ -322,19 +497,36 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     gone = Integration.objects.create(
         kind=IntegrationKind.N8N, name="n8n-gone", endpoint=gone_receiver.url, secret=gone_receiver.secrets[0]
     )
+    from users.models import User
+
+    staff_password = "faults-staff-" + generate_secret()[-12:]
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]  # what the web process checks
+    staff = User.objects.create_superuser("faults-staff", "staff@example.com", staff_password)
+    from rest_framework.authtoken.models import Token
+
+    staff_token = Token.objects.create(user=staff).key
     workers = [Worker(env, tmp_path), Worker(env, tmp_path)]
     retired: list[Worker] = []
-    traffic = Traffic(rng)
-    sweeper = Sweeper(faults_redis)
+    web = start_web(env, tmp_path, web_port)
+    nobroker = start_web({**env, "CELERY_BROKER_URL": DEAD_BROKER_URL}, tmp_path, nobroker_port, "web-nobroker")
+    beat = start_beat(env, tmp_path)
+    services_procs = [web, nobroker, beat]
+    api = Api(base)
+    traffic = Traffic(rng, api, staff_token, sandbox)
+    probes = SecurityProbes(api, base)
     report: dict[str, object] = {}
     try:
+        import requests
+
+        assert wait_until(lambda: _answers(requests, f"{base}/health/"), 30, 0.2), web.tail()
+        assert wait_until(lambda: _answers(requests, f"{nobroker_base}/health/", any_status=True), 30, 0.2)
         with celery_broker(REDIS_URL):
-            sweeper.start()
             # ---- traffic with faults ------------------------------------------------------------------------------
             total_steps = 3 * N_ORDERS
             plan = {int(total_steps * f): action for f, action in (
                 (0.10, "n8n_503"), (0.20, "sigkill"), (0.33, "broker_down"), (0.47, "pg_terminate"), (0.60, "flushdb"),
-                (0.73, "sigterm"), (0.90, "n8n_gone"), (0.40, "rate_limit_on"), (0.44, "rate_limit_off"))}  # fmt: skip
+                (0.73, "sigterm"), (0.90, "n8n_gone"), (0.40, "rate_limit_on"), (0.44, "rate_limit_off"),
+                (0.05, "probe"), (0.35, "probe"), (0.65, "probe"), (0.95, "probe"))}  # fmt: skip
             broker_down_left = 0
             pace = TRAFFIC_SECONDS / total_steps
             step = 0
@@ -357,15 +549,10 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
                          f"{n_busy} rows in_progress at kill" + ("" if busy else " (none seen in 5 s)"))
                     )  # fmt: skip
                 elif action == "broker_down":
-                    # One real write against an unreachable broker (the wake-up fails inside on_commit, the write
-                    # stands), then 10 writes with wake-ups switched off (SYNC_WAKEUP_ENABLED=False): each refused
-                    # publish costs ~6 s of client retries, too slow to repeat in the quick profile.
-                    with celery_broker(DEAD_BROKER_URL):
-                        t_dead = time.monotonic()
-                        traffic.step(traffic.counts["orders created"])
-                        dead_cost = time.monotonic() - t_dead
-                    settings.SYNC_WAKEUP_ENABLED = False
-                    broker_down_left = 10
+                    # A web node whose broker is unreachable: its writes commit, their on-commit wake-ups fail
+                    # (each refused publish costs ~6 s of client retries); only beat's sweep can deliver them.
+                    api.base, t_dead, rows_before = nobroker_base, time.monotonic(), IntegrationSync.objects.count()
+                    broker_down_left = 3
                 elif action == "pg_terminate":
                     killed = terminate_worker_connections(db_name)
                     injected.append(("pg_terminate_backend", "all other backends of the test DB", f"{killed} killed"))
@@ -392,15 +579,18 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
                     retired.append(victim)
                     workers.append(Worker(env, tmp_path))
                     injected.append(("SIGTERM worker (deploy)", f"{victim.name}, replacement started", "warm shutdown"))
+                elif action == "probe":
+                    probes.run(traffic)
                 traffic.step(traffic.counts["orders created"])
                 if broker_down_left:
                     broker_down_left -= 1
                     if not broker_down_left:
-                        settings.SYNC_WAKEUP_ENABLED = True
+                        api.base = base
+                        written = IntegrationSync.objects.count() - rows_before
                         injected.append(
                             ("broker unreachable at commit",
-                             f"1 write with broker {DEAD_BROKER_URL}; 10 writes with SYNC_WAKEUP_ENABLED=False",
-                             f"write committed, wake-up lost after {dead_cost:.1f} s; rows left to the sweeper")
+                             f"3 API steps through a web process with broker {DEAD_BROKER_URL}",
+                             f"{written} sync rows committed without wake-up in {time.monotonic() - t_dead:.1f} s")
                         )  # fmt: skip
                 step += 1
                 time.sleep(max(0.0, pace - (time.monotonic() - t0)))
@@ -417,30 +607,24 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
             # ---- faults off, drain --------------------------------------------------------------------------------
             sandbox.set_faults(timeout_seconds=2)
             drain_started = time.monotonic()
-            while time.monotonic() - drain_started < DRAIN_SECONDS:
-                open_rows = IntegrationSync.objects.filter(status__in=OPEN_STATUSES)
-                if not open_rows.exists():
-                    break
-                # no waiting out backoff: scheduled retries become due now (the sweeper and wake-ups pick them up)
-                open_rows.filter(status__in=[SyncStatus.PENDING, SyncStatus.RETRYING]).update(
-                    next_attempt_at=timezone.now() - timedelta(seconds=1)
-                )
-                if os.environ.get("FAULTS_DEBUG"):
-                    print(
-                        f"[drain {time.monotonic() - drain_started:.0f}s]",
-                        list(open_rows.values_list("integration__name", "status").annotate(n=Count("id"))),
-                        list(Integration.objects.values_list("name", "paused_until", "consecutive_failures")),
-                        flush=True,
-                    )
-                time.sleep(1.0)
+            drain(sandbox, drain_started)
             report["drain seconds"] = f"{time.monotonic() - drain_started:.1f}"
-            sweeper.stop_event.set()
-            sweeper.join(5)
+            # What the hourly reconcile_bitrix would find now (duplicates, drift, objects without a link), then settle.
+            from integrations.reconcile import reconcile_all
+
+            reconciled = reconcile_all()
+            report["reconcile after the drain"] = ", ".join(f"{k}: {v}" for k, v in reconciled.items() if v)
+            drain(sandbox, time.monotonic())
+            # ---- security sweep over what operators and clients see, with the whole run's data in place --------
+            admin = staff_session(base, "faults-staff", staff_password)
+            probes.csrf(admin)
+            pages = admin_and_api_pages(api, admin, staff_token, n8n, traffic)
         for w in workers + retired:
             w.stop()
+        for p in services_procs:
+            p.stop()
     finally:
-        sweeper.stop_event.set()
-        for w in workers + retired:
+        for w in [*workers, *retired, *services_procs]:
             if w.alive() or not w._log.closed:
                 w.stop(5)
         sandbox.stop()
@@ -542,13 +726,48 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
         breaches.append(f"n8n out of order for {len(out_of_order)} objects, e.g. {list(out_of_order.items())[:3]}")
 
     # ---- secrets: nothing the workers logged during the whole run may contain one ----------------------------------
-    secrets = [sandbox.code, *receiver.secrets, *gone_receiver.secrets]
+    secrets = [sandbox.code, *receiver.secrets, *gone_receiver.secrets, INBOUND_TOKEN, sandbox.application_token]
     secrets += [s.split("_", 1)[1] for s in secrets if s.startswith("whsec_")]  # the key without its prefix
-    worker_logs = [(w.name, w.log_path.read_text(errors="replace")) for w in workers + retired]
+    worker_logs = [(w.name, w.log_path.read_text(errors="replace")) for w in [*workers, *retired, *services_procs]]
     leaked = [name for name, text in worker_logs for secret in secrets if secret and secret in text]
+    seen = [*pages, *(("API answer", body) for body in api.bodies)]
+    shown = sorted({where for where, text in seen for secret in secrets if secret and secret in text})
+    if shown:
+        breaches.append(f"a secret appears in {shown[:5]}")
     if leaked:
         breaches.append(f"a secret appears in the logs of {sorted(set(leaked))}")
     log_lines = sum(text.count("\n") for _, text in worker_logs)
+
+    # ---- API, security probes, inbound, and every portal request accounted for -----------------------------------
+    from integrations.models import InboundStatus, InboundWebhook
+
+    if api.server_errors:
+        breaches.append(f"{len(api.server_errors)} API answers were 5xx, e.g. {api.server_errors[:3]}")
+    if probes.violations:
+        breaches.append(f"security probes answered otherwise: {probes.violations}")
+    inbound_rows = InboundWebhook.objects.all()
+    inbound_by_status = dict(inbound_rows.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    stuck = inbound_rows.filter(status__in=[InboundStatus.RECEIVED, InboundStatus.FAILED])
+    if stuck.exists():
+        breaches.append(f"inbound calls left unprocessed: {list(stuck.values_list('id', 'status', 'error')[:5])}")
+    posts = sandbox.event_deliveries if hasattr(sandbox, "event_deliveries") else sandbox.dispatcher.deliveries
+    bad_posts = sum(1 for d in posts if not (d["status"] and 200 <= d["status"] < 300))
+    if bad_posts or not posts:
+        breaches.append(f"portal event posts: {len(posts)}, not answered 2xx: {bad_posts}")
+    if not traffic.counts["stage changes in Bitrix24"]:
+        breaches.append("no stage change was made in Bitrix24 during the traffic")
+    tokens = {f"sync:{t}" for t in SyncAttempt.objects.exclude(claim_token=None).values_list("claim_token", flat=True)}
+    inbound_ids = {f"inbound:{pk}" for pk in inbound_rows.values_list("id", flat=True)}
+    origins: Counter[str] = Counter()
+    unmatched = []
+    for request in sandbox.requests:
+        rid = request.get("request_id") or ""
+        kind = rid.partition(":")[0] or "none"
+        origins[kind] += 1
+        if not (rid in tokens or rid in inbound_ids or (kind == "reconcile" and reconciled)):
+            unmatched.append((request["method"], rid, request["status"], request["fault"]))
+    if unmatched:
+        breaches.append(f"{len(unmatched)} Bitrix requests match no SyncAttempt/inbound call, e.g. {unmatched[:5]}")
 
     # ---- report ------------------------------------------------------------------------------------------------
     attempts = dict(SyncAttempt.objects.values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
@@ -579,8 +798,15 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
         f"{sum(1 for _, _, got in wrong_emails if len(got) > 1)} |",
         f"| n8n requests / 503s served / unique events / duplicates (deduped by webhook-id) | "
         f"{len(receiver.requests)} / {n8n_503} / {len(unique)} / {receiver.duplicates} |",
-        f"| sweeps sent / failed | {sweeper.sent} / {sweeper.failed} |",
-        f"| worker log lines scanned for secrets / leaks | {log_lines} / {len(leaked)} |",
+        f"| API answers by class (traffic + probes) / 5xx | "
+        f"{', '.join(f'{k}: {v}' for k, v in sorted(api.statuses.items()))} / {len(api.server_errors)} |",
+        f"| security probes / violations | {len(probes.results)} / {len(probes.violations)} |",
+        f"| inbound calls by status / portal event posts (non-2xx) | "
+        f"{', '.join(f'{k}: {v}' for k, v in sorted(inbound_by_status.items()))} / {len(posts)} ({bad_posts}) |",
+        f"| Bitrix requests by origin (X-Request-Id) / unmatched | "
+        f"{', '.join(f'{k}: {v}' for k, v in sorted(origins.items()))} / {len(unmatched)} |",
+        f"| log lines (web, beat, workers) scanned for secrets / leaks | {log_lines} / {len(leaked)} |",
+        f"| admin pages + API answers scanned for secrets / leaks | {len(seen)} / {len(shown)} |",
         f"| 410 endpoint: rows by status | {', '.join(f'{k}: {v}' for k, v in sorted(gone_by_status.items()))} |",
         *[f"| {k} | {v} |" for k, v in report.items()],
         f"| wall time | {time.monotonic() - started:.0f} s |",
@@ -591,5 +817,5 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     if os.environ.get("FAULTS_REPORT"):
         Path(os.environ["FAULTS_REPORT"]).write_text(table + "\n")
     if breaches:
-        logs = "\n".join(f"--- {w.name}\n{w.tail(15)}" for w in workers + retired)
+        logs = "\n".join(f"--- {w.name}\n{w.tail(15)}" for w in [*workers, *retired, *services_procs])
         pytest.fail("invariants breached:\n- " + "\n- ".join(breaches) + "\n" + table + "\n" + logs)
