@@ -750,7 +750,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     stuck = inbound_rows.filter(status__in=[InboundStatus.RECEIVED, InboundStatus.FAILED])
     if stuck.exists():
         breaches.append(f"inbound calls left unprocessed: {list(stuck.values_list('id', 'status', 'error')[:5])}")
-    posts = sandbox.event_deliveries if hasattr(sandbox, "event_deliveries") else sandbox.dispatcher.deliveries
+    posts = sandbox.events_sent
     bad_posts = sum(1 for d in posts if not (d["status"] and 200 <= d["status"] < 300))
     if bad_posts or not posts:
         breaches.append(f"portal event posts: {len(posts)}, not answered 2xx: {bad_posts}")
