@@ -41,6 +41,7 @@ def test_smoke_suite_produces_every_metric(tmp_path):
         "Bitrix deals/s",
         "Bitrix calls for",
         "n8n events/s",
+        "n8n delivery events/s",
         "commit→delivered p50",
         "commit→delivered p99",
         "retention cleanup",

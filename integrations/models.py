@@ -70,7 +70,8 @@ class Integration(models.Model):
 class SequenceCounter(models.Model):
     """Per (integration, object) counter; incremented with INSERT … ON CONFLICT so commits serialise per object."""
 
-    integration = models.ForeignKey(Integration, on_delete=models.CASCADE)
+    # No index of its own: uniq_sequence_counter leads with it.
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, db_index=False)
     content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
     object_id = models.CharField(max_length=64)
     last = models.BigIntegerField(default=0)
@@ -87,8 +88,10 @@ class SequenceCounter(models.Model):
 class IntegrationSync(models.Model):
     """One event for one integration and one object; attempts are SyncAttempt rows."""
 
-    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="syncs")
-    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT)
+    # No single-column indexes on these two: uniq_sync_sequence and sync_object_idx lead with them, and every index
+    # is written on each of the outbox's inserts.
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="syncs", db_index=False)
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, db_index=False)
     object_id = models.CharField(max_length=64)
     content_object = GenericForeignKey("content_type", "object_id")
     event_type = models.CharField(max_length=20, choices=EventType.choices)
@@ -103,7 +106,9 @@ class IntegrationSync(models.Model):
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, default="")
     remote_id = models.CharField(max_length=64, blank=True, default="")
-    superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    superseded_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     occurred_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     synced_at = models.DateTimeField(null=True, blank=True)
@@ -129,6 +134,10 @@ class IntegrationSync(models.Model):
             models.Index(fields=["lease_expires_at"], name="sync_lease_idx", condition=Q(status="in_progress")),
             models.Index(fields=["content_type", "object_id", "integration", "sequence"], name="sync_object_idx"),
             models.Index(fields=["status", "updated_at"], name="sync_status_updated_idx"),
+            # For SET_NULL when retention deletes rows; only the few superseded rows are indexed.
+            models.Index(
+                fields=["superseded_by"], name="sync_superseded_by_idx", condition=Q(superseded_by__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -11,64 +11,66 @@ from integrations.models import EventType, Integration, IntegrationKind, Integra
 
 log = logging.getLogger("integrations.outbox")
 
-_NEXT_SEQUENCES_SQL = """
-INSERT INTO integrations_sequencecounter (integration_id, content_type_id, object_id, last)
-SELECT integration_id, %s, %s, 1 FROM unnest(%s::bigint[]) AS integration_id
-ON CONFLICT (integration_id, content_type_id, object_id)
-DO UPDATE SET last = integrations_sequencecounter.last + 1
-RETURNING integration_id, last
+# One round trip: the integrations that want the event (same rule as Integration.wants) and, for each of them, the
+# object's next sequence number. The counter rows are locked in ascending integration id, so concurrent writers of one
+# object cannot deadlock, and they commit in sequence order.
+_INTEGRATIONS_WITH_SEQUENCES_SQL = """
+WITH wanted AS (
+    SELECT * FROM integrations_integration
+    WHERE event_filter IS NULL OR event_filter = '[]'::jsonb OR event_filter @> jsonb_build_array(%s::text)
+), seq AS (
+    INSERT INTO integrations_sequencecounter (integration_id, content_type_id, object_id, last)
+    SELECT id, %s, %s, 1 FROM wanted ORDER BY id
+    ON CONFLICT (integration_id, content_type_id, object_id)
+    DO UPDATE SET last = integrations_sequencecounter.last + 1
+    RETURNING integration_id, last
+)
+SELECT wanted.*, seq.last AS next_sequence FROM wanted JOIN seq ON seq.integration_id = wanted.id ORDER BY wanted.id
 """
 
 
-def next_sequences(integration_ids: list[int], content_type_id: int, object_id: str) -> dict[int, int]:
-    """Atomic per-object counters, one round trip for every integration; returns {integration_id: sequence}.
-
-    The row locks (taken in ascending integration id, so concurrent writers cannot deadlock) also make concurrent
-    writers of one object commit in sequence order. A created event that turns out to be a duplicate leaves a gap,
-    which is harmless: delivery orders by sequence, it never counts on consecutive numbers.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(_NEXT_SEQUENCES_SQL, [content_type_id, object_id, sorted(integration_ids)])
-        return dict(cursor.fetchall())
+def integrations_with_sequences(event_name: str, content_type_id: int, object_id: str) -> list[Integration]:
+    """The integrations that want `event_name`, each with `.next_sequence` for this object (one statement)."""
+    return list(Integration.objects.raw(_INTEGRATIONS_WITH_SEQUENCES_SQL, [event_name, content_type_id, object_id]))
 
 
 def record(obj, event_type: str, *, changes: dict | None = None, data: dict | None = None) -> list[IntegrationSync]:
     """Write the event's rows (pending if enabled, skipped if disabled) and wake a worker on commit.
 
-    Round trips are the cost of every save, so: one query for the integrations, one for all sequence numbers,
-    then one INSERT for all rows of an update event, or one get_or_create per integration for a created event.
+    Round trips are the cost of every save, so an event costs two statements whatever the number of integrations:
+    one for the integrations and their sequence numbers, one INSERT for all the rows. A created event's INSERT is
+    deduplicated by the partial unique constraint (see insert_created).
     """
     content_type = ContentType.objects.get_for_model(obj, for_concrete_model=True)
     object_type = content_type.model
     event_name = f"{object_type}.{event_type}"
-    integrations = [i for i in Integration.objects.order_by("pk") if i.wants(event_name)]
-    if not integrations:
-        return []
-    data = data if data is not None else payloads.snapshot(obj)
-    now = timezone.now()
     object_id = str(obj.pk)
-    rows: list[IntegrationSync] = []
     # No savepoint of our own: an error here aborts the caller's transaction, so the object and its events go together.
     with transaction.atomic(savepoint=False):
-        sequences = next_sequences([i.pk for i in integrations], content_type.pk, object_id)
-        for integration in integrations:
-            fields = dict(
+        integrations = integrations_with_sequences(event_name, content_type.pk, object_id)
+        if not integrations:
+            return []
+        data = data if data is not None else payloads.snapshot(obj)
+        now = timezone.now()
+        rows = [
+            IntegrationSync(
+                integration=integration,
+                content_type=content_type,
+                object_id=object_id,
+                event_type=event_type,
                 payload=data,
                 changes=changes or {},
                 status=SyncStatus.PENDING if integration.enabled else SyncStatus.SKIPPED,
                 next_attempt_at=now,
                 occurred_at=now,
                 last_error="" if integration.enabled else "integration disabled when the event happened",
-                sequence=sequences[integration.pk],
+                sequence=integration.next_sequence,
             )
-            key = dict(integration=integration, content_type=content_type, object_id=object_id)
-            if event_type == EventType.CREATED:
-                row = _get_or_create_created(key, fields)
-                if row is not None:
-                    rows.append(row)
-            else:
-                rows.append(IntegrationSync(event_type=event_type, **key, **fields))
-        if event_type != EventType.CREATED:
+            for integration in integrations
+        ]
+        if event_type == EventType.CREATED:
+            rows = insert_created(rows)
+        else:
             rows = IntegrationSync.objects.bulk_create(rows)
     for row in rows:
         log.info(
@@ -97,11 +99,38 @@ def queue_prefix(kind: str, object_type: str, event_type: str) -> str:
     return f"[QUEUE_{entity}]" if event_type == EventType.CREATED else f"[QUEUE_{entity}_UPDATE]"
 
 
-def _get_or_create_created(key: dict, fields: dict) -> IntegrationSync | None:
-    """A second "created" can never exist: the partial unique constraint decides, get_or_create reads the winner
-    (it catches the IntegrityError of a concurrent insert inside its own savepoint and returns the existing row)."""
-    row, created = IntegrationSync.objects.get_or_create(event_type=EventType.CREATED, **key, defaults=fields)
-    return row if created else None
+def insert_created(rows: list[IntegrationSync]) -> list[IntegrationSync]:
+    """Insert "created" rows; return those inserted. A second "created" can never exist.
+
+    This is get_or_create for a whole event in one statement: the partial unique constraint
+    uniq_created_sync_per_object decides, and ON CONFLICT … DO NOTHING is its race-safe form (a concurrent insert
+    of the same row waits for the other transaction and then yields, without an IntegrityError, so without the
+    savepoint and the SELECT get_or_create needs per row). Rows that already existed are not returned: the event
+    was recorded before, and the caller has nothing to wake.
+    """
+    meta = IntegrationSync._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    values, params = [], []
+    for row in rows:
+        values.append("(" + ", ".join(["%s"] * len(fields)) + ")")
+        params.extend(f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields)
+    quote = connection.ops.quote_name
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) VALUES {', '.join(values)} "
+        "ON CONFLICT (integration_id, content_type_id, object_id) WHERE event_type = 'created' DO NOTHING "
+        "RETURNING id, integration_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = {integration_id: pk for pk, integration_id in cursor.fetchall()}
+    created = []
+    for row in rows:
+        if row.integration_id in inserted:
+            row.pk = inserted[row.integration_id]
+            row._state.adding = False
+            row._state.db = connection.alias
+            created.append(row)
+    return created
 
 
 def wake(sync_ids: list[int]) -> None:

@@ -70,8 +70,46 @@ def test_sixteen_concurrent_recorders_of_created_leave_one_row(recording_target)
     integration = IntegrationFactory()
     order = OrderFactory()
     IntegrationSync.objects.filter(content_type__model="order").delete()
-    run_in_threads(16, lambda: outbox.record(order, EventType.CREATED))
-    assert order_syncs(order, integration).filter(event_type=EventType.CREATED).count() == 1
+    second = IntegrationFactory(name="second")
+    results = run_in_threads(16, lambda: outbox.record(order, EventType.CREATED))
+    for each in (integration, second):
+        assert order_syncs(order, each).filter(event_type=EventType.CREATED).count() == 1
+    # Exactly one recorder per integration got its row back (and wakes a worker for it); the others got nothing.
+    returned = [row.integration_id for rows in results for row in rows]
+    assert sorted(returned) == sorted([integration.pk, second.pk])
+
+
+def test_created_for_an_integration_added_later_is_written_only_for_it(recording_target):
+    from integrations import outbox
+
+    first = IntegrationFactory()
+    order = OrderFactory()  # its created row for `first` exists
+    later = IntegrationFactory(name="later")
+    rows = outbox.record(order, EventType.CREATED)
+    assert [(r.integration_id, r.event_type, r.status) for r in rows] == [(later.pk, "created", SyncStatus.PENDING)]
+    assert rows[0].pk == IntegrationSync.objects.get(integration=later, object_id=str(order.pk)).pk
+    assert order_syncs(order, first).filter(event_type=EventType.CREATED).count() == 1
+
+
+@pytest.mark.parametrize(
+    "event_type", [EventType.CREATED, EventType.UPDATED, EventType.STATUS_CHANGED, EventType.DELETED]
+)
+def test_event_filter_in_sql_matches_integration_wants(recording_target, event_type):
+    from integrations import outbox
+
+    order = OrderFactory()
+    IntegrationSync.objects.all().delete()
+    integrations = [
+        IntegrationFactory(name="all", event_filter=[]),
+        IntegrationFactory(name="status only", event_filter=["order.status_changed"]),
+        IntegrationFactory(name="mixed", event_filter=["order.created", "user.updated", "order.deleted"]),
+        IntegrationFactory(name="users only", event_filter=["user.created"]),
+        IntegrationFactory(name="disabled", event_filter=["order.updated"], enabled=False),
+    ]
+    rows = outbox.record(order, event_type)
+    expected = [i.pk for i in integrations if i.wants(f"order.{event_type}")]
+    assert [r.integration_id for r in rows] == expected
+    assert {r.integration_id: r.status for r in rows}.get(integrations[-1].pk, SyncStatus.SKIPPED) == SyncStatus.SKIPPED
 
 
 def test_broker_unreachable_at_commit_keeps_row_pending_and_sweeper_delivers(recording_target, settings):
