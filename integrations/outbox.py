@@ -17,7 +17,8 @@ log = logging.getLogger("integrations.outbox")
 _INTEGRATIONS_WITH_SEQUENCES_SQL = """
 WITH wanted AS (
     SELECT * FROM integrations_integration
-    WHERE event_filter IS NULL OR event_filter = '[]'::jsonb OR event_filter @> jsonb_build_array(%s::text)
+    WHERE (event_filter IS NULL OR event_filter = '[]'::jsonb OR event_filter @> jsonb_build_array(%s::text))
+      AND (%s::bigint[] IS NULL OR id = ANY(%s::bigint[]))
 ), seq AS (
     INSERT INTO integrations_sequencecounter (integration_id, content_type_id, object_id, last)
     SELECT id, %s, %s, 1 FROM wanted ORDER BY id
@@ -29,13 +30,26 @@ SELECT wanted.*, seq.last AS next_sequence FROM wanted JOIN seq ON seq.integrati
 """
 
 
-def integrations_with_sequences(event_name: str, content_type_id: int, object_id: str) -> list[Integration]:
-    """The integrations that want `event_name`, each with `.next_sequence` for this object (one statement)."""
-    return list(Integration.objects.raw(_INTEGRATIONS_WITH_SEQUENCES_SQL, [event_name, content_type_id, object_id]))
+def integrations_with_sequences(
+    event_name: str, content_type_id: int, object_id: str, only: list[int] | None = None
+) -> list[Integration]:
+    """The integrations that want `event_name` (of `only`, if given), each with `.next_sequence` for this object."""
+    params = [event_name, only, only, content_type_id, object_id]
+    return list(Integration.objects.raw(_INTEGRATIONS_WITH_SEQUENCES_SQL, params))
 
 
-def record(obj, event_type: str, *, changes: dict | None = None, data: dict | None = None) -> list[IntegrationSync]:
+def record(
+    obj,
+    event_type: str,
+    *,
+    changes: dict | None = None,
+    data: dict | None = None,
+    integrations: list[Integration] | None = None,
+) -> list[IntegrationSync]:
     """Write the event's rows (pending if enabled, skipped if disabled) and wake a worker on commit.
+
+    `integrations` limits the event to those integrations (repairs of one target, e.g. reconcile, must not send an
+    old object's create to an integration added since); by default every integration that wants the event gets it.
 
     Round trips are the cost of every save, so an event costs two statements whatever the number of integrations:
     one for the integrations and their sequence numbers, one INSERT for all the rows. A created event's INSERT is
@@ -47,8 +61,9 @@ def record(obj, event_type: str, *, changes: dict | None = None, data: dict | No
     object_id = str(obj.pk)
     # No savepoint of our own: an error here aborts the caller's transaction, so the object and its events go together.
     with transaction.atomic(savepoint=False):
-        integrations = integrations_with_sequences(event_name, content_type.pk, object_id)
-        if not integrations:
+        only = None if integrations is None else [i.pk for i in integrations]
+        wanted = integrations_with_sequences(event_name, content_type.pk, object_id, only)
+        if not wanted:
             return []
         data = data if data is not None else payloads.snapshot(obj)
         now = timezone.now()
@@ -66,7 +81,7 @@ def record(obj, event_type: str, *, changes: dict | None = None, data: dict | No
                 last_error="" if integration.enabled else "integration disabled when the event happened",
                 sequence=integration.next_sequence,
             )
-            for integration in integrations
+            for integration in wanted
         ]
         if event_type == EventType.CREATED:
             rows = insert_created(rows)

@@ -72,8 +72,7 @@ def _requeue_kind(*, integration: Integration, model: type[Model], scope: Q) -> 
             # Same event id, attempts reset; a create that may have landed is looked up by ORIGIN_ID before it is sent.
             revived += services.sync_replay(sync=dead[obj.created_id]).status == SyncStatus.PENDING
         else:
-            rows = outbox.record(obj, EventType.CREATED)
-            requeued += any(row.integration_id == integration.pk for row in rows)
+            requeued += bool(outbox.record(obj, EventType.CREATED, integrations=[integration]))
     left = unlinked.filter(due).count() if len(batch) == MAX_PER_RUN else 0
     if left:
         log.info("[WORKER] reconcile integration=%s %s unlinked %ss left for the next run", integration.pk, left, name)

@@ -99,7 +99,7 @@ class BitrixTarget:
             plan.state["contact_id"] = fresh.get(user_id) or linked.get(user_id)
             if not plan.state["contact_id"] and not plan.link:
                 if timezone.now() - plan.item.sync.occurred_at < CONTACT_WAIT:
-                    _ensure_user_sync(user_id)
+                    _ensure_user_sync(integration, user_id)
                     plan.outcome = Outcome(
                         verdict=Verdict.DEFERRED, retry_after=2.0, error=f"waiting for contact of user {user_id}"
                     )
@@ -257,12 +257,12 @@ def _deleted_note(entity: str, link: ExternalLink | None) -> str:
     return "order deleted before it reached Bitrix24: nothing to do"
 
 
-def _ensure_user_sync(user_id: str) -> None:
-    """An order waits for its contact; make sure something will create it (idempotent)."""
+def _ensure_user_sync(integration: Integration, user_id: str) -> None:
+    """An order waits for its contact; make sure something will create it, for this integration only (idempotent)."""
     from integrations import outbox
     from users.models import User
 
     user = User.objects.filter(pk=user_id).first()
     if user is None or user.is_staff:
         return
-    outbox.record(user, EventType.CREATED)
+    outbox.record(user, EventType.CREATED, integrations=[integration])

@@ -121,6 +121,27 @@ def test_objects_written_past_the_signals_get_their_contact_and_deal(bitrix_sand
     assert is_linked(bitrix_integration, order) and is_linked(bitrix_integration, user)
 
 
+def test_requeued_creates_go_to_bitrix_only_not_to_an_n8n_integration_added_since(
+    bitrix_sandbox, bitrix_integration, n8n_integration
+):
+    [user] = User.objects.bulk_create([User(username="old", email="old@example.com", first_name="O", last_name="D")])
+    [order] = bulk_orders(user, 1)
+    assert reconcile_all()["requeued"] == 2
+    assert created_rows(bitrix_integration, order).count() == 1 and created_rows(bitrix_integration, user).count() == 1
+    assert not IntegrationSync.objects.filter(integration=n8n_integration).exists()
+
+
+def test_an_order_waiting_for_its_contact_queues_the_contact_for_bitrix_only(
+    bitrix_sandbox, bitrix_integration, n8n_integration
+):
+    [user] = User.objects.bulk_create([User(username="late", email="late@example.com", first_name="L", last_name="T")])
+    order = OrderFactory(user=user)  # its deal needs the contact, which was never queued
+    drain_all()
+    assert created_rows(bitrix_integration, user).count() == 1
+    assert not created_rows(n8n_integration, user).exists()
+    assert is_linked(bitrix_integration, order) and len(deals_for(bitrix_sandbox, order)) == 1
+
+
 def test_running_twice_adds_no_second_create_or_deal(bitrix_sandbox, bitrix_integration, customer, dead_order):
     [fresh] = bulk_orders(customer, 1)
     first = reconcile_all()
