@@ -346,7 +346,7 @@ def reconcile_all() -> dict:
             order = Order.objects.filter(pk=int(item["order_id"])).first()
             if order is None:
                 continue
-            outbox.record(order, EventType.UPDATED, changes={})
+            outbox.record(order, EventType.UPDATED, changes={}, integrations=[integration])  # not n8n: no change
             resynced.add(item["order_id"])
             counts["resynced"] += 1
     log.info("[WORKER] reconcile done %s", counts)

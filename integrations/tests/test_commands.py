@@ -244,6 +244,19 @@ def test_resync_since_and_all_cover_the_right_objects():
     assert str(staff.pk) not in set(users.values_list("object_id", flat=True))
 
 
+def test_resync_can_be_limited_to_one_integration():
+    hooks, crm = IntegrationFactory(name="hooks"), IntegrationFactory(name="crm")
+    order = OrderFactory()
+
+    out = run("resync", "order", str(order.pk), "--integration", "crm")
+
+    assert order_rows(order, crm).filter(event_type=EventType.UPDATED).count() == 1
+    assert order_rows(order, hooks).filter(event_type=EventType.UPDATED).count() == 0
+    assert "1 sync rows recorded" in out
+    with pytest.raises(CommandError, match="no integration 'nope'"):
+        run("resync", "order", str(order.pk), "--integration", "nope")
+
+
 def test_resync_needs_exactly_one_selection_and_an_existing_object():
     with pytest.raises(CommandError, match="exactly one"):
         run("resync", "order")

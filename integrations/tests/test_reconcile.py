@@ -103,7 +103,8 @@ def test_reconcile_all_reports_duplicates_but_deletes_nothing(bitrix_sandbox, bi
     assert bitrix_sandbox.code not in caplog.text
 
 
-def test_drift_is_found_and_resynced(bitrix_sandbox, bitrix_integration, synced_order):
+def test_drift_is_found_and_resynced(bitrix_sandbox, bitrix_integration, synced_order, n8n_integration):
+    # n8n_integration exists from here on: a drift repair is Bitrix24's business, n8n hears of no "update".
     deal_id = linked_deal(bitrix_integration, synced_order)
     response = BitrixClient(bitrix_sandbox.webhook_url).call(
         "crm.deal.update", {"id": deal_id, "fields": {"STAGE_ID": "WON", "OPPORTUNITY": "1.00"}}
@@ -117,6 +118,7 @@ def test_drift_is_found_and_resynced(bitrix_sandbox, bitrix_integration, synced_
     assert counts["drifted"] == 1 and counts["resynced"] == 1
     row = IntegrationSync.objects.filter(integration=bitrix_integration, object_id=str(synced_order.pk)).first()
     assert row.event_type == EventType.UPDATED and row.status == SyncStatus.PENDING and row.changes == {}
+    assert not IntegrationSync.objects.filter(integration=n8n_integration).exists()
     assert find_drift(bitrix_integration) == []  # an open sync: its state is on its way, not drift
 
     dispatcher.drain(max_seconds=20)

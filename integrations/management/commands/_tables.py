@@ -1,7 +1,9 @@
-"""Shared helpers of the operations commands: plain-text tables, ages, --since parsing (callers mask secrets)."""
+"""Shared helpers of the operations commands: plain-text tables, ages, --since and --integration parsing (callers
+mask secrets)."""
 
 from datetime import datetime
 
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 
@@ -54,3 +56,14 @@ def parse_when(text: str) -> datetime:
     if value is None:
         raise CommandError(f"--since must be an ISO date or datetime like 2026-01-01T00:00, got {text!r}")
     return timezone.make_aware(value) if timezone.is_naive(value) else value
+
+
+def find_integration(text: str):
+    """--integration: an id or a name; a clear CommandError when there is none."""
+    from integrations.models import Integration
+
+    found = Integration.objects.filter(pk=int(text)) if text.isdigit() else Integration.objects.filter(name=text)
+    integration = found.first()
+    if integration is None:
+        raise CommandError(f"no integration {text!r}")
+    return integration

@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.test.utils import override_settings
 
 from integrations import outbox, selectors
-from integrations.management.commands._tables import parse_when
+from integrations.management.commands._tables import find_integration, parse_when
 from integrations.models import EventType
 
 # What "changed since" means per type: users have no updated_at, so --since picks users who joined since then.
@@ -13,7 +13,9 @@ SINCE_FIELD = {"order": "updated_at", "user": "date_joined"}
 class Command(BaseCommand):
     help = (
         "Record a fresh `updated` event (current state, no changes) for objects so every target converges to the "
-        "current state. Examples: resync order 41 | resync order --since 2026-01-01T00:00 | resync user --all"
+        "current state. Examples: resync order 41 | resync order --since 2026-01-01T00:00 | resync user --all | "
+        "resync order --all --integration bitrix (that integration only; by default every integration that wants "
+        "the event gets it)"
     )
 
     def add_arguments(self, parser):
@@ -21,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("object_id", nargs="?", help="one object")
         parser.add_argument("--since", help="objects changed at or after this ISO date/time (users: joined)")
         parser.add_argument("--all", action="store_true", help="every object of the type")
+        parser.add_argument("--integration", help="only this integration (id or name); default: all that want it")
         parser.add_argument("--dry-run", action="store_true", help="count the objects, record nothing")
 
     def handle(self, *args, **options):
@@ -29,6 +32,7 @@ class Command(BaseCommand):
         if sum(chosen) != 1:
             raise CommandError("give exactly one of: an object id, --since, --all")
         objects = self._objects(object_type, options)
+        self.integrations = [find_integration(options["integration"])] if options["integration"] else None
         total = objects.count()
         if options["dry_run"]:
             self.stdout.write(f"would resync {total} {object_type}(s)")
@@ -63,7 +67,7 @@ class Command(BaseCommand):
     def _record(self, objects) -> int:
         recorded = 0
         for n, obj in enumerate(objects.iterator(chunk_size=500), start=1):
-            recorded += len(outbox.record(obj, EventType.UPDATED, changes={}))
+            recorded += len(outbox.record(obj, EventType.UPDATED, changes={}, integrations=self.integrations))
             if n % 1000 == 0:
                 self.stdout.write(f"  {n} objects…")
         return recorded

@@ -2,8 +2,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from integrations import selectors, services
-from integrations.management.commands._tables import parse_when, table
-from integrations.models import Integration, SyncStatus
+from integrations.management.commands._tables import find_integration, parse_when, table
+from integrations.models import SyncStatus
 
 RETRYABLE = [SyncStatus.DEAD, SyncStatus.FAILED, SyncStatus.RETRYING]
 
@@ -65,10 +65,4 @@ class Command(BaseCommand):
             raise CommandError(" ".join(exc.messages))
 
     def _integration(self, text: str | None) -> int | None:
-        if not text:
-            return None
-        found = Integration.objects.filter(pk=int(text)) if text.isdigit() else Integration.objects.filter(name=text)
-        integration = found.first()
-        if integration is None:
-            raise CommandError(f"no integration {text!r}")
-        return integration.pk
+        return find_integration(text).pk if text else None
