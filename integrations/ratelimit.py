@@ -5,11 +5,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-# KEYS[1] = bucket hash; ARGV = rate, burst, n, apply (1 = take tokens, 0 = only report).
+# KEYS[1] = bucket hash; ARGV = rate, burst, n, apply (1 = take tokens, 0 = only report, 'drain' = empty the bucket).
 # Returns {seconds to wait, tokens left} as strings: Lua numbers would be truncated to integers in the reply.
 # Redis TIME is the clock so that workers with skewed clocks still agree.
 _LUA = """
-local rate, burst, n, apply = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
+local rate, burst, n, apply = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] ~= '0'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local saved = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -17,7 +17,9 @@ local tokens, ts = tonumber(saved[1]), tonumber(saved[2])
 if tokens == nil or ts == nil then tokens, ts = burst, now end
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
 local wait = 0
-if tokens >= n then
+if ARGV[4] == 'drain' then
+  tokens = 0
+elseif tokens >= n then
   if apply then tokens = tokens - n end
 else
   wait = (n - tokens) / rate
@@ -80,6 +82,15 @@ class TokenBucket:
             if wait > remaining:
                 return False
             time.sleep(min(wait, 0.25))
+
+    def drain(self) -> None:
+        """Empty the bucket: the portal said it is over its limit, so every process waits for the refill, not only
+        the one that was told (our count and the portal's can differ: other clients share the portal's limit)."""
+        if self._script is not None:
+            self._script(keys=[self.key], args=[self.rate, self.burst, 1, "drain"])
+            return
+        with _local_lock:
+            _local_buckets[self.key] = _LocalState(0.0, time.monotonic())
 
     def state(self) -> dict[str, float | int]:
         """Current tokens (after refill) without taking any."""

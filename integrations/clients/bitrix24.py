@@ -17,6 +17,8 @@ MAX_BATCH = 50
 _METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "EXPIRED_TOKEN", "INVALID_TOKEN", "WRONG_AUTH_TYPE"}
 _RATE_ERRORS = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}
+# QUERY_LIMIT_EXCEEDED comes as 503 (429 in older portals): the portal's bucket is empty.
+RATE_LIMIT_STATUSES = {429, 503}
 # error_class of the synthetic result when `acquire` returned False: nothing was sent.
 LOCAL_RATE_LIMIT = "LocalRateLimitTimeout"
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -154,11 +156,13 @@ class BitrixClient:
         session: requests.Session | None = None,
         acquire: Callable[[], Any] | None = None,
         request_id: str = "",
+        on_rate_limited: Callable[[], Any] | None = None,
     ):
         self._webhook_url = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
         self.session = session or TimeoutSession(5, 65)
         self.acquire = acquire
         self.request_id = request_id
+        self.on_rate_limited = on_rate_limited
 
     def __repr__(self) -> str:
         return f"BitrixClient({self.masked_url})"
@@ -199,7 +203,10 @@ class BitrixClient:
         if self.acquire is not None and self.acquire() is False:
             return HttpResult(status=None, error_class=LOCAL_RATE_LIMIT, error="local rate limiter gave no token")
         headers = {REQUEST_ID_HEADER: self.request_id} if self.request_id else None
-        return send(self.session, "POST", f"{self._webhook_url}{method}.json", json=payload, headers=headers)
+        result = send(self.session, "POST", f"{self._webhook_url}{method}.json", json=payload, headers=headers)
+        if self.on_rate_limited is not None and result.status in RATE_LIMIT_STATUSES:
+            self.on_rate_limited()
+        return result
 
 
 def _check_method(method: str) -> None:

@@ -33,8 +33,8 @@ def bucket_for(integration: Integration) -> TokenBucket:
     return TokenBucket(portal_key(integration.endpoint), rate, burst, redis_client=_redis_client())
 
 
-def limiter_for(integration: Integration):
-    bucket = bucket_for(integration)
+def limiter_for(integration: Integration, bucket: TokenBucket | None = None):
+    bucket = bucket or bucket_for(integration)
 
     def acquire() -> None:
         if not bucket.acquire(timeout=WAIT_LIMIT_SECONDS):
@@ -44,13 +44,16 @@ def limiter_for(integration: Integration):
 
 
 def bitrix_client_for(integration: Integration, *, request_id: str = "") -> BitrixClient:
-    """The one way production code talks to a portal: BITRIX_TIMEOUT on every request, the shared bucket before it."""
+    """The one way production code talks to a portal: BITRIX_TIMEOUT on every request, the shared bucket before it,
+    and the bucket emptied when the portal answers that it is over its limit."""
     connect, read = settings.BITRIX_TIMEOUT
+    bucket = bucket_for(integration)
     return BitrixClient(
         integration.endpoint,
         session=TimeoutSession(connect, read),
-        acquire=limiter_for(integration),
+        acquire=limiter_for(integration, bucket),
         request_id=request_id,
+        on_rate_limited=bucket.drain,
     )
 
 

@@ -144,6 +144,15 @@ def test_acquire_runs_before_every_request_and_can_veto(sandbox):
     assert vetoed.rate_limited and not vetoed.maybe_applied and sandbox.deals == {}
 
 
+def test_a_rate_limit_answer_is_reported_to_on_rate_limited():
+    told: list[int] = []
+    with BitrixSandbox(rate=0.5, burst=2) as tight:
+        client = BitrixClient(tight.webhook_url, on_rate_limited=lambda: told.append(1))
+        answers = [client.call("profile") for _ in range(3)]
+    assert [a.rate_limited for a in answers] == [False, False, True]
+    assert answers[2].http.status == 503 and told == [1]  # only the refused request reports
+
+
 def test_webhook_code_never_shows(sandbox):
     code = sandbox.code
     client = BitrixClient(sandbox.webhook_url)

@@ -213,3 +213,20 @@ def test_webhook_code_never_in_logs_or_admin(bitrix_sandbox, bitrix_integration,
         response = admin_client.get(page)
         assert response.status_code == 200, page
         assert code not in response.content.decode()
+
+
+def test_a_portal_over_its_limit_empties_our_shared_bucket(redis_client):
+    """Our bucket allows 10/s (burst 100), the portal 0.5/s: after its 503 every process waits for the refill."""
+    from integrations.models import Integration, IntegrationKind
+    from integrations.sandbox.bitrix24 import BitrixSandbox
+    from integrations.targets.bitrix_limits import bitrix_client_for, bucket_for
+
+    with BitrixSandbox(rate=0.5, burst=2) as tight:
+        integration = Integration.objects.create(
+            kind=IntegrationKind.BITRIX24, name="tight", endpoint=tight.webhook_url, rate_limit="10/100"
+        )
+        client = bitrix_client_for(integration)
+        assert [client.call("profile").rate_limited for _ in range(2)] == [False, False]
+        assert bucket_for(integration).state()["tokens"] > 90
+        assert client.call("profile").rate_limited
+        assert bucket_for(integration).state()["tokens"] < 5

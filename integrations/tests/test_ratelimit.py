@@ -67,6 +67,16 @@ def test_acquire_waits_for_a_token_or_gives_up(make_bucket):
     assert time.monotonic() - started < 0.1
 
 
+def test_drain_empties_the_bucket_for_every_holder_then_it_refills(make_bucket):
+    told, other = make_bucket(rate=10, burst=5), make_bucket(rate=10, burst=5)
+    assert other.state()["tokens"] == 5
+    told.drain()
+    wait = other.try_acquire()
+    assert 0.0 < wait <= 0.1  # the other holder of the same portal's bucket waits too
+    time.sleep(0.25)
+    assert other.try_acquire() == 0.0 and other.state()["tokens"] < 5
+
+
 def test_more_than_burst_at_once_is_refused(make_bucket):
     with pytest.raises(ValueError):
         make_bucket(rate=1, burst=2).try_acquire(3)
