@@ -232,6 +232,8 @@ class InboundWebhook(models.Model):
     error = models.TextField(blank=True, default="")
     result = models.JSONField(default=dict, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # When the requeue sweep last sent its Celery message: a row waiting in a long queue is not sent again and again.
+    queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

@@ -23,6 +23,11 @@ log = logging.getLogger("integrations.inbound")
 _OBJECT = re.compile(r"^([A-Z]+)_(\d+)$")
 
 
+# One batch call reads up to 50 deals and counts as one request against the portal's limit: a backlog of events (our
+# own updates echo back as ONCRMDEALUPDATE) costs one request per 50 calls, not one each.
+BATCH = 50
+
+
 @dataclass
 class Decision:
     status: str
@@ -32,41 +37,98 @@ class Decision:
     rate_limited: bool = False
 
 
+@dataclass
+class DealRead:
+    """A call that names a linked deal: its outcome depends on the deal's current stage, read from the portal."""
+
+    order: Order
+    link: ExternalLink
+    remote_id: str
+
+
 def inbound_process(*, inbound_id: int) -> str:
-    """Idempotent: only a `received` row is processed, under a SKIP LOCKED row lock; returns the final status."""
+    """Idempotent: only `received` rows are processed, under SKIP LOCKED row locks; returns the named row's status.
+
+    The named row is processed with up to BATCH - 1 other waiting rows (oldest first), and the deals they name are
+    read in one batch call. Every row gets its own decision, attempt count and savepoint."""
     with transaction.atomic():
         row = services.inbound_claim(inbound_id=inbound_id)
         if row is None:
             log.info("[INBOUND] row=%s not processed: not received or locked by another worker", inbound_id)
             return "skipped"
-        attempts = int(row.result.get("attempts", 0) or 0) if isinstance(row.result, dict) else 0
-        try:
-            with transaction.atomic():  # a failing status change leaves no half-written order behind
-                decision = _decide(row)
-        except Exception as exc:  # noqa: BLE001 - a bug or an outage is recorded on the row, not lost in a log
-            log.exception("[INBOUND] row=%s processing raised", row.pk)
-            error = redact(f"{type(exc).__name__}: {exc}")[:500]
-            decision = Decision(InboundStatus.FAILED, error=error, retryable=True)
-        # Waiting for the rate limit is not the portal failing: it does not use up one of the row's attempts.
-        attempts += 0 if decision.rate_limited else 1
-        result = {**decision.result, "attempts": attempts}
-        if isinstance(row.result, dict) and row.result.get("repeat_of"):
-            result["repeat_of"] = row.result["repeat_of"]
-        if decision.status == InboundStatus.FAILED:
-            result["retryable"] = decision.retryable
-        services.inbound_finish(row=row, status=decision.status, result=result, error=decision.error)
-    log.info(
-        "[INBOUND] row=%s %s %s → %s %s",
-        row.pk,
-        row.event or "call",
-        row.remote_object,
-        decision.status,
-        decision.error or decision.result.get("reason", ""),
-    )
-    return decision.status
+        rows = [row, *services.inbound_claim_waiting(exclude=row.pk, limit=BATCH - 1)]
+        decisions = _decide_all(rows, request_id=f"inbound:{row.pk}")
+        for each in rows:
+            _finish(each, decisions[each.pk], read_with=row.pk)
+    for each in rows:
+        decision = decisions[each.pk]
+        log.info(
+            "[INBOUND] row=%s %s %s → %s %s",
+            each.pk,
+            each.event or "call",
+            each.remote_object,
+            decision.status,
+            decision.error or decision.result.get("reason", ""),
+        )
+    return decisions[row.pk].status
 
 
-def _decide(row: InboundWebhook) -> Decision:
+def _finish(row: InboundWebhook, decision: Decision, *, read_with: int) -> None:
+    attempts = int(row.result.get("attempts", 0) or 0) if isinstance(row.result, dict) else 0
+    # Waiting for the rate limit is not the portal failing: it does not use up one of the row's attempts.
+    attempts += 0 if decision.rate_limited else 1
+    result = {**decision.result, "attempts": attempts}
+    if isinstance(row.result, dict) and row.result.get("repeat_of"):
+        result["repeat_of"] = row.result["repeat_of"]
+    if read_with != row.pk:
+        result["processed_with"] = read_with  # the deal read carried X-Request-Id inbound:<that row>
+    if decision.status == InboundStatus.FAILED:
+        result["retryable"] = decision.retryable
+    services.inbound_finish(row=row, status=decision.status, result=result, error=decision.error)
+
+
+def _guarded(row: InboundWebhook, decide) -> Decision | DealRead:
+    """Run one row's step in its own savepoint: a failing status change leaves no half-written order behind, and a bug
+    or an outage is recorded on that row (retryable), not lost in a log or spread to the other rows."""
+    try:
+        with transaction.atomic():
+            return decide()
+    except Exception as exc:  # noqa: BLE001
+        log.exception("[INBOUND] row=%s processing raised", row.pk)
+        return Decision(InboundStatus.FAILED, error=redact(f"{type(exc).__name__}: {exc}")[:500], retryable=True)
+
+
+def _decide_all(rows: list[InboundWebhook], *, request_id: str) -> dict[int, Decision]:
+    integration = Integration.objects.filter(kind=IntegrationKind.BITRIX24, enabled=True).order_by("id").first()
+    decisions: dict[int, Decision] = {}
+    reads: dict[int, DealRead] = {}
+    for row in rows:
+        step = _guarded(row, lambda row=row: _without_portal(row, integration))
+        if isinstance(step, DealRead):
+            reads[row.pk] = step
+        else:
+            decisions[row.pk] = step
+    if not reads:
+        return decisions
+    stages = _read_stages(integration, sorted({r.remote_id for r in reads.values()}), request_id=request_id)
+    for row in rows:
+        read = reads.get(row.pk)
+        if read is None:
+            continue
+        stage = stages[read.remote_id]
+        if isinstance(stage, Decision):
+            decisions[row.pk] = stage
+        elif stage is None:
+            decisions[row.pk] = _ignored(
+                f"deal {read.remote_id} not found in Bitrix24", deal_id=read.remote_id, order_id=read.order.pk
+            )
+        else:
+            decisions[row.pk] = _guarded(row, lambda read=read, stage=stage: _apply_stage(read, stage))
+    return decisions
+
+
+def _without_portal(row: InboundWebhook, integration: Integration | None) -> Decision | DealRead:
+    """Everything that can be decided from our database; a DealRead when the deal's stage is needed."""
     found = _OBJECT.match(row.remote_object or "")
     entity, remote_id = (found.group(1), found.group(2)) if found else ("", "")
     if entity == "CONTACT" or row.event.startswith("ONCRMCONTACT"):
@@ -75,38 +137,62 @@ def _decide(row: InboundWebhook) -> Decision:
         return _ignored("the call names no deal" if not row.remote_object else f"{row.remote_object} is not a deal")
     if row.event == "ONCRMDEALDELETE":
         return _ignored("deal deletions are not pulled", deal_id=remote_id)
-    integration = Integration.objects.filter(kind=IntegrationKind.BITRIX24, enabled=True).order_by("id").first()
     link = _link_for(remote_id, integration)
     if link is None:
         return _ignored(f"no order is linked to deal {remote_id}", deal_id=remote_id)
     order = Order.objects.filter(pk=link.object_id).first()
     if order is None:
         return _ignored(f"order {link.object_id} linked to deal {remote_id} no longer exists", deal_id=remote_id)
-    client = bitrix_client(integration, request_id=f"inbound:{row.pk}")
+    return DealRead(order=order, link=link, remote_id=remote_id)
+
+
+def _read_stages(
+    integration: Integration | None, deal_ids: list[str], *, request_id: str
+) -> dict[str, str | None | Decision]:
+    """{deal id: STAGE_ID, or None if the portal has no such deal, or the failed Decision for that deal's rows}."""
+    client = bitrix_client(integration, request_id=request_id)
     if client is None:
-        return Decision(
+        failed = Decision(
             InboundStatus.FAILED, error="no Bitrix24 integration or BITRIX_WEBHOOK_URL configured", retryable=True
         )
+        return dict.fromkeys(deal_ids, failed)
     try:
-        response = client.call("crm.deal.get", {"id": remote_id})
+        response = client.batch({f"d{deal_id}": ("crm.deal.get", {"id": deal_id}) for deal_id in deal_ids})
     except RateLimitTimeout as exc:
-        return Decision(InboundStatus.FAILED, error=str(exc), retryable=True, rate_limited=True)
+        return dict.fromkeys(deal_ids, _rate_limited(str(exc)))
     if response.rate_limited:
-        error = f"crm.deal.get: {response.error or response.http.status} (rate limited)"
-        return Decision(InboundStatus.FAILED, error=error, retryable=True, rate_limited=True)
+        return dict.fromkeys(deal_ids, _rate_limited(f"crm.deal.get: {response.error or response.http.status}"))
     if not response.ok:
-        if response.not_found:
-            return _ignored(f"deal {remote_id} not found in Bitrix24", deal_id=remote_id, order_id=order.pk)
         error = response.error or response.http.error_class or f"HTTP {response.http.status}"
         detail = response.error_description or response.http.error
-        return Decision(InboundStatus.FAILED, error=f"crm.deal.get: {error} {detail}".strip()[:500], retryable=True)
-    deal = response.result if isinstance(response.result, dict) else {}
-    return _apply_stage(order, link, remote_id, str(deal.get("STAGE_ID") or ""))
+        failed = Decision(InboundStatus.FAILED, error=f"crm.deal.get: {error} {detail}".strip()[:500], retryable=True)
+        return dict.fromkeys(deal_ids, failed)
+    results, errors = response.results, response.errors
+    stages: dict[str, str | None | Decision] = {}
+    for deal_id in deal_ids:
+        key = f"d{deal_id}"
+        deal = results.get(key)
+        if isinstance(deal, dict):
+            stages[deal_id] = str(deal.get("STAGE_ID") or "")
+            continue
+        error = errors.get(key) if isinstance(errors.get(key), dict) else {}
+        code, detail = str(error.get("error") or ""), str(error.get("error_description") or "")
+        if code == "NOT_FOUND" or "not found" in detail.lower():
+            stages[deal_id] = None
+        else:
+            stages[deal_id] = Decision(
+                InboundStatus.FAILED,
+                error=f"crm.deal.get: {code or 'no result'} {detail}".strip()[:500],
+                retryable=True,
+                rate_limited=code in ("QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"),
+            )
+    return stages
 
 
-def _apply_stage(order: Order, link: ExternalLink, remote_id: str, stage: str) -> Decision:
+def _apply_stage(read: DealRead, stage: str) -> Decision:
     """Map STAGE_ID → status; unknown stages are recorded, never guessed; our own state echoing back changes nothing."""
-    order = Order.objects.select_for_update().get(pk=order.pk)  # compare with the state we are about to change
+    link, remote_id = read.link, read.remote_id
+    order = Order.objects.select_for_update().get(pk=read.order.pk)  # compare with the state we are about to change
     base = {"deal_id": remote_id, "order_id": order.pk, "stage": stage}
     status = payloads.status_for_stage(stage, settings.BITRIX_STAGE_MAP)
     if status is None:
@@ -122,6 +208,10 @@ def _apply_stage(order: Order, link: ExternalLink, remote_id: str, stage: str) -
     except ValidationError as exc:
         return Decision(InboundStatus.FAILED, result=base, error=f"status {status!r} rejected: {exc.messages}")
     return Decision(InboundStatus.PROCESSED, result={**base, "old": old, "new": status})
+
+
+def _rate_limited(error: str) -> Decision:
+    return Decision(InboundStatus.FAILED, error=f"{error} (rate limited)", retryable=True, rate_limited=True)
 
 
 def _ignored(reason: str, **details: Any) -> Decision:

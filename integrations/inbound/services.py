@@ -146,6 +146,16 @@ def inbound_claim(*, inbound_id: int) -> InboundWebhook | None:
     )
 
 
+def inbound_claim_waiting(*, exclude: int, limit: int) -> list[InboundWebhook]:
+    """Lock up to `limit` more `received` rows, oldest first, skipping rows others hold (caller's transaction)."""
+    return list(
+        InboundWebhook.objects.select_for_update(skip_locked=True)
+        .filter(status=InboundStatus.RECEIVED)
+        .exclude(pk=exclude)
+        .order_by("id")[:limit]
+    )
+
+
 def inbound_finish(*, row: InboundWebhook, status: str, result: dict, error: str = "") -> InboundWebhook:
     row.status, row.result, row.error, row.processed_at = status, result, error, timezone.now()
     row.save(update_fields=["status", "result", "error", "processed_at"])
@@ -155,8 +165,8 @@ def inbound_finish(*, row: InboundWebhook, status: str, result: dict, error: str
 def inbound_requeue_stale(
     *, older_than_seconds: int = STALE_SECONDS, max_attempts: int = MAX_ATTEMPTS, limit: int = REQUEUE_BATCH
 ) -> list[int]:
-    """Re-enqueue `received` rows older than a minute, and retryable `failed` rows under the attempt cap once their
-    backoff (older_than_seconds doubling per attempt, capped at an hour) has passed."""
+    """Re-enqueue `received` rows older than a minute (and not sent in the last minute), and retryable `failed` rows
+    under the attempt cap once their backoff (older_than_seconds doubling per attempt, capped at an hour) has passed."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than_seconds)
     due = Q(pk__in=[])
@@ -172,8 +182,12 @@ def inbound_requeue_stale(
         )
         if retry:
             InboundWebhook.objects.filter(pk__in=retry).update(status=InboundStatus.RECEIVED)
-        stale = InboundWebhook.objects.filter(status=InboundStatus.RECEIVED, received_at__lt=cutoff)
+        # Received rows whose message may be lost: waiting longer than the cutoff since they were stored or last sent.
+        stale = InboundWebhook.objects.filter(status=InboundStatus.RECEIVED, received_at__lt=cutoff).filter(
+            Q(queued_at__isnull=True) | Q(queued_at__lt=cutoff)
+        )
         ids = sorted({*retry, *stale.order_by("id").values_list("pk", flat=True)[:limit]})
+        InboundWebhook.objects.filter(pk__in=ids).update(queued_at=now)
         transaction.on_commit(lambda: inbound_enqueue(ids))
     for inbound_id in ids:
         log.info("[INBOUND] row=%s requeued%s", inbound_id, " (retry)" if inbound_id in retry else "")

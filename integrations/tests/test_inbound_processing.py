@@ -97,8 +97,13 @@ def processed(client, sandbox, deal_id, stage: str | None = None, **event) -> In
     return row
 
 
+def deal_reads(sandbox) -> list[dict]:
+    """Requests that read deals: batch calls of crm.deal.get commands (or a single crm.deal.get)."""
+    return [r for r in sandbox.requests if r["method"] == "crm.deal.get" or "=crm.deal.get" in r["params"]]
+
+
 def deal_gets(sandbox) -> int:
-    return sum(1 for r in sandbox.requests if r["method"] == "crm.deal.get")
+    return len(deal_reads(sandbox))
 
 
 @pytest.mark.django_db
@@ -120,7 +125,7 @@ def test_processing_twice_changes_nothing_more(client, sandbox, linked):
     assert inbound_process(inbound_id=row.pk) == "skipped"
     assert deal_gets(sandbox) == 1 and len(status_changes(n8n)) == 1
     # The portal's log names the inbound row that asked (X-Request-Id), so every read is accounted for.
-    assert [r["request_id"] for r in sandbox.requests if r["method"] == "crm.deal.get"] == [f"inbound:{row.pk}"]
+    assert [r["request_id"] for r in deal_reads(sandbox)] == [f"inbound:{row.pk}"]
 
 
 @pytest.mark.django_db
@@ -269,6 +274,22 @@ def test_requeue_sends_received_rows_older_than_a_minute_only(client, sent, djan
     assert sent == [old.pk] and new.pk not in sent
 
 
+@pytest.mark.django_db
+def test_requeue_does_not_send_a_waiting_row_again_until_a_minute_has_passed(
+    client, sent, django_capture_on_commit_callbacks
+):
+    """A backlog waiting in the queue must not grow it: one message per row per minute, not one per sweep."""
+    old = deal_event(client, 1, ts="1")
+    InboundWebhook.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(minutes=5))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.inbound_requeue_stale() == [old.pk]
+        assert services.inbound_requeue_stale() == []  # the next sweep: its message is still on its way
+    InboundWebhook.objects.filter(pk=old.pk).update(queued_at=timezone.now() - timedelta(minutes=2))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.inbound_requeue_stale() == [old.pk]  # lost after all: sent again
+    assert sent == [old.pk, old.pk]
+
+
 def run_together(n: int, call) -> list:
     """Start `call` in n threads at once (each with its own DB connection); their results."""
     barrier, results = threading.Barrier(n), []
@@ -342,3 +363,77 @@ def test_rate_limited_processing_does_not_use_up_an_attempt(client, sandbox, lin
     InboundWebhook.objects.filter(pk=row.pk).update(status=InboundStatus.RECEIVED)
     assert inbound_process(inbound_id=row.pk) == InboundStatus.PROCESSED
     assert InboundWebhook.objects.get(pk=row.pk).result["attempts"] == 1
+
+
+@pytest.mark.django_db
+def test_a_backlog_of_calls_is_read_with_one_batch_call_and_applied_once_per_order(client, sandbox, sent):
+    """Five waiting calls about three deals (echoes included): one request reads the three deals."""
+    pairs = [link_order_to_deal(sandbox) if i == 0 else _link_another(sandbox) for i in range(3)]
+    stages = ["PREPARATION", "EXECUTING", "NEW"]  # the third deal still shows what we wrote: an echo
+    for (_, deal_id, _), stage in zip(pairs, stages, strict=True):
+        sandbox.store.update("deal", deal_id, {"STAGE_ID": stage})
+    rows = [deal_event(client, deal_id, ts=str(1700000100 + i)) for i, (_, deal_id, _) in enumerate(pairs)]
+    rows += [deal_event(client, pairs[0][1], ts="1700000200"), deal_event(client, pairs[1][1], ts="1700000201")]
+    assert all(r.status == InboundStatus.RECEIVED for r in rows)
+
+    assert inbound_process(inbound_id=rows[2].pk) == InboundStatus.IGNORED  # the echo, named by its own message
+
+    [read] = deal_reads(sandbox)
+    assert read["method"] == "batch" and read["request_id"] == f"inbound:{rows[2].pk}"
+    assert read["params"].count("crm.deal.get") == 3  # each deal once, however many calls name it
+    stored = {r.pk: r for r in InboundWebhook.objects.filter(pk__in=[r.pk for r in rows])}
+    assert [stored[r.pk].status for r in rows] == ["processed", "processed", "ignored", "ignored", "ignored"]
+    assert all(stored[r.pk].result["processed_with"] == rows[2].pk for r in rows if r.pk != rows[2].pk)
+    assert "processed_with" not in stored[rows[2].pk].result
+    statuses = [Order.objects.get(pk=order.pk).status for order, _, _ in pairs]
+    assert statuses == ["confirmed", "in_progress", "new"]
+    n8n = pairs[0][2]
+    assert sorted(map(str, status_changes(n8n))) == sorted(
+        map(str, [{"status": ["new", "confirmed"]}, {"status": ["new", "in_progress"]}])
+    )
+    assert [inbound_process(inbound_id=r.pk) for r in rows] == ["skipped"] * 5  # their messages find nothing to do
+
+
+@pytest.mark.django_db
+def test_one_row_failing_in_a_batch_leaves_the_others_done(client, sandbox, sent, monkeypatch):
+    from integrations.inbound import processing
+
+    (good, good_deal, _), (bad, bad_deal, _) = link_order_to_deal(sandbox), _link_another(sandbox)
+    gone = _link_another(sandbox)
+    sandbox.store.update("deal", good_deal, {"STAGE_ID": "PREPARATION"})
+    sandbox.store.update("deal", bad_deal, {"STAGE_ID": "PREPARATION"})
+    sandbox.store.delete("deal", gone[1])
+    real = processing.order_change_status
+
+    def change(*, order, **kwargs):
+        if order.pk == bad.pk:
+            raise RuntimeError("disk full")
+        return real(order=order, **kwargs)
+
+    monkeypatch.setattr(processing, "order_change_status", change)
+    rows = [deal_event(client, deal_id, ts=str(1700000300 + i)) for i, deal_id in enumerate([good_deal, bad_deal])]
+    rows.append(deal_event(client, gone[1], ts="1700000302"))
+
+    inbound_process(inbound_id=rows[0].pk)
+
+    good_row, bad_row, gone_row = (InboundWebhook.objects.get(pk=r.pk) for r in rows)
+    assert good_row.status == InboundStatus.PROCESSED and Order.objects.get(pk=good.pk).status == "confirmed"
+    assert bad_row.status == InboundStatus.FAILED and bad_row.result["retryable"] is True
+    assert "RuntimeError: disk full" in bad_row.error and Order.objects.get(pk=bad.pk).status == "new"
+    assert gone_row.status == InboundStatus.IGNORED and "not found" in gone_row.result["reason"]
+    assert len(deal_reads(sandbox)) == 1
+
+
+def _link_another(box) -> tuple[Order, int, Integration]:
+    """One more order linked to its own deal, on the integrations link_order_to_deal created."""
+    bitrix = Integration.objects.get(kind=IntegrationKind.BITRIX24)
+    order = OrderFactory()
+    deal_id = box.store.add("deal", {"TITLE": f"Order #{order.pk}", "STAGE_ID": "NEW"})
+    ExternalLink.objects.create(
+        integration=bitrix,
+        content_type=ContentType.objects.get_for_model(Order),
+        object_id=str(order.pk),
+        remote_id=str(deal_id),
+        remote_state={"STAGE_ID": "NEW"},
+    )
+    return order, deal_id, Integration.objects.get(kind=IntegrationKind.N8N)

@@ -427,7 +427,7 @@ def drain(sandbox, started: float) -> None:
         open_rows.filter(status__in=[SyncStatus.PENDING, SyncStatus.RETRYING]).update(
             next_attempt_at=timezone.now() - timedelta(seconds=1)
         )
-        inbound_requeue_stale(older_than_seconds=0)
+        inbound_requeue_stale(older_than_seconds=5)  # a row is re-sent at most every 5 s: no queue flood
         if os.environ.get("FAULTS_DEBUG"):
             print(
                 f"[drain {time.monotonic() - started:.0f}s]",
