@@ -56,6 +56,10 @@ def link_order_to_deal(box) -> tuple[Order, int, Integration]:
     """An order (new) linked to a sandbox deal (NEW), a Bitrix integration on the sandbox and an n8n integration."""
     bitrix = Integration.objects.create(kind=IntegrationKind.BITRIX24, name="bitrix", endpoint=box.webhook_url)
     n8n = IntegrationFactory(kind=IntegrationKind.N8N, name="n8n")
+    return (*_order_with_deal(box, bitrix), n8n)
+
+
+def _order_with_deal(box, bitrix: Integration) -> tuple[Order, int]:
     order = OrderFactory()
     deal_id = box.store.add("deal", {"TITLE": f"Order #{order.pk}", "STAGE_ID": "NEW"})
     ExternalLink.objects.create(
@@ -65,7 +69,7 @@ def link_order_to_deal(box) -> tuple[Order, int, Integration]:
         remote_id=str(deal_id),
         remote_state={"STAGE_ID": "NEW"},
     )
-    return order, deal_id, n8n
+    return order, deal_id
 
 
 @pytest.fixture
@@ -426,14 +430,5 @@ def test_one_row_failing_in_a_batch_leaves_the_others_done(client, sandbox, sent
 
 def _link_another(box) -> tuple[Order, int, Integration]:
     """One more order linked to its own deal, on the integrations link_order_to_deal created."""
-    bitrix = Integration.objects.get(kind=IntegrationKind.BITRIX24)
-    order = OrderFactory()
-    deal_id = box.store.add("deal", {"TITLE": f"Order #{order.pk}", "STAGE_ID": "NEW"})
-    ExternalLink.objects.create(
-        integration=bitrix,
-        content_type=ContentType.objects.get_for_model(Order),
-        object_id=str(order.pk),
-        remote_id=str(deal_id),
-        remote_state={"STAGE_ID": "NEW"},
-    )
+    order, deal_id = _order_with_deal(box, Integration.objects.get(kind=IntegrationKind.BITRIX24))
     return order, deal_id, Integration.objects.get(kind=IntegrationKind.N8N)
