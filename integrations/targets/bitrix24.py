@@ -114,13 +114,7 @@ class BitrixTarget:
         self._batch(client, writes, lambda p: self._write_commands(p, prefix), self._written)
 
     def _batch(self, client, plans: list[Plan], commands_of, on_result) -> None:
-        per_plan = 2 if plans and len(commands_of(plans[0])) == 2 else 1
-        chunk = BATCH_SIZE // per_plan
-        for start in range(0, len(plans), chunk):
-            group = plans[start : start + chunk]
-            commands = {}
-            for plan in group:
-                commands.update(commands_of(plan))
+        for group, commands in _chunks(plans, commands_of):
             response = client.batch(commands)
             if not response.ok:
                 _fail_all(group, response, summary=f"batch {len(commands)} cmds")
@@ -195,6 +189,22 @@ class BitrixTarget:
             request_summary=f"batch crm.{plan.entity}.{'update' if action == 'update' else 'add'} id={plan.remote_id}",
         )
         log.info("%s sync=%s object=%s %s → %s", prefix, sync.pk, sync.object_id, action, plan.remote_id)
+
+
+def _chunks(plans: list[Plan], commands_of):
+    """(plans, their commands) groups of at most BATCH_SIZE commands: a plan may need one command (add) or two
+    (a contact's update + get), so groups are cut by counting commands, never plans."""
+    group: list[Plan] = []
+    commands: dict = {}
+    for plan in plans:
+        mine = commands_of(plan)
+        if group and len(commands) + len(mine) > BATCH_SIZE:
+            yield group, commands
+            group, commands = [], {}
+        group.append(plan)
+        commands.update(mine)
+    if group:
+        yield group, commands
 
 
 def _default_client(integration: Integration) -> BitrixClient:

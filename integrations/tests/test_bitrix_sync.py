@@ -143,6 +143,23 @@ def test_email_changed_twice_leaves_exactly_the_newest_email(bitrix_sandbox, bit
     assert not contact.get("PHONE")
 
 
+def test_a_new_contact_claimed_with_many_contact_updates_is_split_by_command_count(bitrix_sandbox, bitrix_integration):
+    """An update of a linked contact takes 2 commands (update + get), an add 1: 1 add + 40 updates are 81 commands,
+    which must go in two batch calls, not one that the client refuses (found by the full fault profile)."""
+    users = UserFactory.create_batch(40)
+    drain_all()
+    newcomer = UserFactory()  # its created row comes first in the claim
+    for user in users:
+        user_services.user_update(user=user, data={"first_name": f"Renamed {user.pk}"})
+    drain_all()
+    rows = IntegrationSync.objects.filter(integration=bitrix_integration, content_type__model="user")
+    assert set(rows.values_list("status", flat=True)) == {SyncStatus.SYNCED}
+    assert len(contacts_for(bitrix_sandbox, newcomer)) == 1
+    assert all(contacts_for(bitrix_sandbox, u)[0]["NAME"] == f"Renamed {u.pk}" for u in users)
+    batches = [r for r in rest_calls(bitrix_sandbox) if r["method"] == "batch"]
+    assert all(r["params"].count("=crm.contact.") <= 50 for r in batches)
+
+
 def test_bucket_keeps_us_under_the_limit_and_we_recover_from_503(bitrix_sandbox, bitrix_integration):
     from integrations.sandbox.bitrix24 import BitrixSandbox
 
