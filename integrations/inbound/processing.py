@@ -23,9 +23,7 @@ log = logging.getLogger("integrations.inbound")
 _OBJECT = re.compile(r"^([A-Z]+)_(\d+)$")
 
 
-# One batch call reads up to 50 deals and counts as one request against the portal's limit: a backlog of events (our
-# own updates echo back as ONCRMDEALUPDATE) costs one request per 50 calls, not one each.
-BATCH = 50
+BATCH = services.READ_BATCH
 
 
 @dataclass
@@ -50,16 +48,20 @@ def inbound_process(*, inbound_id: int) -> str:
     """Idempotent: only `received` rows are processed, under SKIP LOCKED row locks; returns the named row's status.
 
     The named row is processed with up to BATCH - 1 other waiting rows (oldest first), and the deals they name are
-    read in one batch call. Every row gets its own decision, attempt count and savepoint."""
+    read in one batch call. Every row gets its own decision, attempt count and savepoint. When the named row is done
+    already (or another worker has it), the message still takes up to BATCH waiting rows: in a long queue, every
+    message moves the backlog on instead of only finding its row done."""
     with transaction.atomic():
         row = services.inbound_claim(inbound_id=inbound_id)
-        if row is None:
+        waiting = services.inbound_claim_waiting(exclude=inbound_id, limit=BATCH - 1 if row else BATCH)
+        if row is None and not waiting:
             log.info("[INBOUND] row=%s not processed: not received or locked by another worker", inbound_id)
             return "skipped"
-        rows = [row, *services.inbound_claim_waiting(exclude=row.pk, limit=BATCH - 1)]
-        decisions = _decide_all(rows, request_id=f"inbound:{row.pk}")
+        rows = [row, *waiting] if row else waiting
+        lead = rows[0]
+        decisions = _decide_all(rows, request_id=f"inbound:{lead.pk}")
         for each in rows:
-            _finish(each, decisions[each.pk], read_with=row.pk)
+            _finish(each, decisions[each.pk], read_with=lead.pk)
     for each in rows:
         decision = decisions[each.pk]
         log.info(
@@ -70,6 +72,9 @@ def inbound_process(*, inbound_id: int) -> str:
             decision.status,
             decision.error or decision.result.get("reason", ""),
         )
+    if row is None:
+        log.info("[INBOUND] row=%s done or locked elsewhere; took %s waiting calls instead", inbound_id, len(rows))
+        return "skipped"
     return decisions[row.pk].status
 
 

@@ -22,6 +22,9 @@ MAX_ATTEMPTS = 12
 STALE_SECONDS = 60
 MAX_RETRY_DELAY_SECONDS = 3600
 REQUEUE_BATCH = 500
+# A worker takes up to READ_BATCH waiting calls at once and reads their deals in one batch call (one request against
+# the portal's limit): our own deal updates echo back as ONCRMDEALUPDATE, and one read each would eat the budget.
+READ_BATCH = 50
 
 _dropped_lock = threading.Lock()
 _dropped = {"minute": None, "count": 0}
@@ -188,7 +191,8 @@ def inbound_requeue_stale(
         )
         ids = sorted({*retry, *stale.order_by("id").values_list("pk", flat=True)[:limit]})
         InboundWebhook.objects.filter(pk__in=ids).update(queued_at=now)
-        transaction.on_commit(lambda: inbound_enqueue(ids))
+        # One message per READ_BATCH rows: each message takes that many waiting rows, whichever row it names.
+        transaction.on_commit(lambda: inbound_enqueue(ids[::READ_BATCH]))
     for inbound_id in ids:
         log.info("[INBOUND] row=%s requeued%s", inbound_id, " (retry)" if inbound_id in retry else "")
     return ids

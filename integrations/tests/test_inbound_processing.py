@@ -294,6 +294,34 @@ def test_requeue_does_not_send_a_waiting_row_again_until_a_minute_has_passed(
     assert sent == [old.pk, old.pk]
 
 
+@pytest.mark.django_db
+def test_requeue_sends_one_message_per_read_batch_of_rows(client, sent, django_capture_on_commit_callbacks):
+    rows = [deal_event(client, 1, ts=str(i)) for i in range(120)]
+    InboundWebhook.objects.update(received_at=timezone.now() - timedelta(minutes=5))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.inbound_requeue_stale() == [r.pk for r in rows]
+    assert sent == [rows[0].pk, rows[50].pk, rows[100].pk]  # each message takes 50 waiting rows
+    assert InboundWebhook.objects.filter(queued_at__isnull=False).count() == 120
+
+
+@pytest.mark.django_db
+def test_a_message_whose_row_is_done_still_takes_the_waiting_rows(client, sandbox, linked):
+    order, deal_id, n8n = linked
+    sandbox.store.update("deal", deal_id, {"STAGE_ID": "PREPARATION"})
+    done = processed(client, sandbox, deal_id)
+    assert done.status == InboundStatus.PROCESSED
+    waiting = deal_event(client, deal_id, ts="1700000999")
+    assert waiting.status == InboundStatus.RECEIVED
+
+    assert inbound_process(inbound_id=done.pk) == "skipped"  # a stale message for a done row
+
+    waiting.refresh_from_db()
+    assert waiting.status == InboundStatus.IGNORED and waiting.result["echo"] is True
+    assert [r["request_id"] for r in deal_reads(sandbox)] == [f"inbound:{done.pk}", f"inbound:{waiting.pk}"]
+    assert inbound_process(inbound_id=done.pk) == "skipped"  # and nothing left: no read
+    assert len(deal_reads(sandbox)) == 2
+
+
 def run_together(n: int, call) -> list:
     """Start `call` in n threads at once (each with its own DB connection); their results."""
     barrier, results = threading.Barrier(n), []
