@@ -13,7 +13,8 @@ log = logging.getLogger("integrations.outbox")
 
 # One round trip: the integrations that want the event (same rule as Integration.wants) and, for each of them, the
 # object's next sequence number. The counter rows are locked in ascending integration id, so concurrent writers of one
-# object cannot deadlock, and they commit in sequence order.
+# object cannot deadlock, and they commit in sequence order. A created event that turns out to be a duplicate leaves a
+# gap, which is harmless: delivery orders by sequence, it never counts on consecutive numbers.
 _INTEGRATIONS_WITH_SEQUENCES_SQL = """
 WITH wanted AS (
     SELECT * FROM integrations_integration
