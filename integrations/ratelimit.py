@@ -1,5 +1,6 @@
 """A token bucket per Bitrix portal, shared by every worker through Redis (in-process fallback without Redis)."""
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ end
 return {string.format('%.6f', wait), string.format('%.6f', tokens)}
 """
 
+log = logging.getLogger("integrations.worker")
 _local_lock = threading.Lock()
 _local_buckets: dict[str, "_LocalState"] = {}  # shared by key so every bucket object for a portal agrees in-process
 
@@ -87,8 +89,11 @@ class TokenBucket:
         """Empty the bucket: the portal said it is over its limit, so every process waits for the refill, not only
         the one that was told (our count and the portal's can differ: other clients share the portal's limit)."""
         if self._script is not None:
-            self._script(keys=[self.key], args=[self.rate, self.burst, 1, "drain"])
-            return
+            try:
+                self._script(keys=[self.key], args=[self.rate, self.burst, 1, "drain"])
+                return
+            except Exception as exc:  # noqa: BLE001 - see _run
+                log.warning("[WORKER] rate-limit bucket: Redis unavailable (%s); in-process bucket", type(exc).__name__)
         with _local_lock:
             _local_buckets[self.key] = _LocalState(0.0, time.monotonic())
 
@@ -98,8 +103,11 @@ class TokenBucket:
 
     def _run(self, n: int, apply: bool) -> tuple[float, float]:
         if self._script is not None:
-            wait, tokens = self._script(keys=[self.key], args=[self.rate, self.burst, n, "1" if apply else "0"])
-            return float(wait), float(tokens)
+            try:
+                wait, tokens = self._script(keys=[self.key], args=[self.rate, self.burst, n, "1" if apply else "0"])
+                return float(wait), float(tokens)
+            except Exception as exc:  # noqa: BLE001 - a Redis restart or outage must only slow us down, never fail a sync
+                log.warning("[WORKER] rate-limit bucket: Redis unavailable (%s); in-process bucket", type(exc).__name__)
         return self._run_local(n, apply)
 
     def _run_local(self, n: int, apply: bool) -> tuple[float, float]:

