@@ -88,12 +88,8 @@ class TokenBucket:
     def drain(self) -> None:
         """Empty the bucket: the portal said it is over its limit, so every process waits for the refill, not only
         the one that was told (our count and the portal's can differ: other clients share the portal's limit)."""
-        if self._script is not None:
-            try:
-                self._script(keys=[self.key], args=[self.rate, self.burst, 1, "drain"])
-                return
-            except Exception as exc:  # noqa: BLE001 - see _run
-                log.warning("[WORKER] rate-limit bucket: Redis unavailable (%s); in-process bucket", type(exc).__name__)
+        if self._shared(1, "drain") is not None:
+            return
         with _local_lock:
             _local_buckets[self.key] = _LocalState(0.0, time.monotonic())
 
@@ -102,13 +98,21 @@ class TokenBucket:
         return {"tokens": self._run(1, apply=False)[1], "rate": self.rate, "burst": self.burst}
 
     def _run(self, n: int, apply: bool) -> tuple[float, float]:
-        if self._script is not None:
-            try:
-                wait, tokens = self._script(keys=[self.key], args=[self.rate, self.burst, n, "1" if apply else "0"])
-                return float(wait), float(tokens)
-            except Exception as exc:  # noqa: BLE001 - a Redis restart or outage must only slow us down, never fail a sync
-                log.warning("[WORKER] rate-limit bucket: Redis unavailable (%s); in-process bucket", type(exc).__name__)
+        reply = self._shared(n, "1" if apply else "0")
+        if reply is not None:
+            wait, tokens = reply
+            return float(wait), float(tokens)
         return self._run_local(n, apply)
+
+    def _shared(self, n: int, mode: str) -> list | None:
+        """The Lua script's reply, or None without Redis or while it is unreachable (the caller goes in-process)."""
+        if self._script is None:
+            return None
+        try:
+            return self._script(keys=[self.key], args=[self.rate, self.burst, n, mode])
+        except Exception as exc:  # noqa: BLE001 - a Redis restart or outage must only slow us down, never fail a sync
+            log.warning("[WORKER] rate-limit bucket: Redis unavailable (%s); in-process bucket", type(exc).__name__)
+            return None
 
     def _run_local(self, n: int, apply: bool) -> tuple[float, float]:
         with _local_lock:

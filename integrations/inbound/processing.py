@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from app.logging import redact
-from integrations import payloads
+from integrations import payloads, policy
 from integrations.clients.bitrix24 import BitrixClient
 from integrations.inbound import services
 from integrations.models import ExternalLink, InboundStatus, InboundWebhook, Integration, IntegrationKind
@@ -189,7 +189,7 @@ def _read_stages(
                 InboundStatus.FAILED,
                 error=f"crm.deal.get: {code or 'no result'} {detail}".strip()[:500],
                 retryable=True,
-                rate_limited=code in ("QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"),
+                rate_limited=code in policy.RATE_LIMIT_ERRORS,
             )
     return stages
 
