@@ -7,36 +7,68 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations import payloads
-from integrations.models import EventType, Integration, IntegrationKind, IntegrationSync, SyncStatus
+from integrations.models import EventType, IntegrationKind, IntegrationSync, SyncStatus
 
 log = logging.getLogger("integrations.outbox")
 
-# One round trip: the integrations that want the event (same rule as Integration.wants) and, for each of them, the
-# object's next sequence number. The counter rows are locked in ascending integration id, so concurrent writers of one
-# object cannot deadlock, and they commit in sequence order. A created event that turns out to be a duplicate leaves a
-# gap, which is harmless: delivery orders by sequence, it never counts on consecutive numbers.
-_INTEGRATIONS_WITH_SEQUENCES_SQL = """
+DISABLED_REASON = "integration disabled when the event happened"
+
+# Columns whose value differs per integration; every other column takes the event's common value (one parameter).
+_PER_ROW = {
+    "integration_id": "wanted.id",
+    "sequence": "seq.last",
+    "event_id": "gen_random_uuid()",
+    "status": "CASE WHEN wanted.enabled THEN %(pending)s ELSE %(skipped)s END",
+    "last_error": "CASE WHEN wanted.enabled THEN '' ELSE %(disabled_reason)s END",
+}
+
+# One statement per event, whatever the number of integrations:
+# - wanted: the integrations that want the event (the same rule as Integration.wants), optionally only some of them;
+# - seq: the object's next sequence number per integration. The counter rows are locked in ascending integration id,
+#   so concurrent writers of one object cannot deadlock, and they commit in sequence order;
+# - rows: the IntegrationSync rows. A created event is get_or_create for all its rows at once: the partial unique
+#   constraint uniq_created_sync_per_object decides, and ON CONFLICT … DO NOTHING is its race-safe form (a concurrent
+#   insert of the same row waits for the other transaction and then yields, with no IntegrityError, so without the
+#   savepoint and SELECT that get_or_create needs per row). A duplicate created event leaves a gap in the sequence,
+#   which is harmless: delivery orders by sequence, it never counts on consecutive numbers.
+_RECORD_SQL = """
 WITH wanted AS (
-    SELECT * FROM integrations_integration
-    WHERE (event_filter IS NULL OR event_filter = '[]'::jsonb OR event_filter @> jsonb_build_array(%s::text))
-      AND (%s::bigint[] IS NULL OR id = ANY(%s::bigint[]))
+    SELECT id, kind, enabled FROM integrations_integration
+    WHERE (event_filter IS NULL OR event_filter = '[]'::jsonb OR event_filter @> jsonb_build_array(%(event_name)s::text))
+      AND (%(only)s::bigint[] IS NULL OR id = ANY(%(only)s::bigint[]))
 ), seq AS (
     INSERT INTO integrations_sequencecounter (integration_id, content_type_id, object_id, last)
-    SELECT id, %s, %s, 1 FROM wanted ORDER BY id
+    SELECT id, %(content_type_id)s, %(object_id)s, 1 FROM wanted ORDER BY id
     ON CONFLICT (integration_id, content_type_id, object_id)
     DO UPDATE SET last = integrations_sequencecounter.last + 1
     RETURNING integration_id, last
+), rows AS (
+    INSERT INTO integrations_integrationsync ({columns})
+    SELECT {values} FROM wanted JOIN seq ON seq.integration_id = wanted.id ORDER BY wanted.id
+    {on_conflict}
+    RETURNING id, integration_id, sequence, event_id, status, last_error
 )
-SELECT wanted.*, seq.last AS next_sequence FROM wanted JOIN seq ON seq.integration_id = wanted.id ORDER BY wanted.id
+SELECT rows.id, rows.integration_id, rows.sequence, rows.event_id, rows.status, rows.last_error, wanted.kind
+FROM rows JOIN wanted ON wanted.id = rows.integration_id ORDER BY rows.integration_id
 """
+_CREATED_CONFLICT = "ON CONFLICT (integration_id, content_type_id, object_id) WHERE event_type = 'created' DO NOTHING"
+_statements: dict[bool, tuple[str, list]] = {}
 
 
-def integrations_with_sequences(
-    event_name: str, content_type_id: int, object_id: str, only: list[int] | None = None
-) -> list[Integration]:
-    """The integrations that want `event_name` (of `only`, if given), each with `.next_sequence` for this object."""
-    params = [event_name, only, only, content_type_id, object_id]
-    return list(Integration.objects.raw(_INTEGRATIONS_WITH_SEQUENCES_SQL, params))
+def _statement(created: bool) -> tuple[str, list]:
+    """The record statement and the fields it takes a common value for (built once per process)."""
+    if created not in _statements:
+        quote = connection.ops.quote_name
+        fields = [f for f in IntegrationSync._meta.concrete_fields if not f.primary_key]
+        common = [f for f in fields if f.column not in _PER_ROW]
+        values = [_PER_ROW.get(f.column, f"%({f.column})s") for f in fields]
+        sql = _RECORD_SQL.format(
+            columns=", ".join(quote(f.column) for f in fields),
+            values=", ".join(values),
+            on_conflict=_CREATED_CONFLICT if created else "",
+        )
+        _statements[created] = (sql, common)
+    return _statements[created]
 
 
 def record(
@@ -45,58 +77,65 @@ def record(
     *,
     changes: dict | None = None,
     data: dict | None = None,
-    integrations: list[Integration] | None = None,
+    integrations: list | None = None,
 ) -> list[IntegrationSync]:
     """Write the event's rows (pending if enabled, skipped if disabled) and wake a worker on commit.
 
     `integrations` limits the event to those integrations (repairs of one target, e.g. reconcile, must not send an
     old object's create to an integration added since); by default every integration that wants the event gets it.
 
-    Round trips are the cost of every save, so an event costs two statements whatever the number of integrations:
-    one for the integrations and their sequence numbers, one INSERT for all the rows. A created event's INSERT is
-    deduplicated by the partial unique constraint (see insert_created).
+    The rows are written by one statement (see _RECORD_SQL): round trips are the cost of every save. Rows of a
+    created event that already existed are not returned: the event was recorded before, there is nothing to wake.
     """
     content_type = ContentType.objects.get_for_model(obj, for_concrete_model=True)
     object_type = content_type.model
     event_name = f"{object_type}.{event_type}"
-    object_id = str(obj.pk)
+    now = timezone.now()
+    # The event's common values go through the model's own fields (defaults, JSON encoding, time zones).
+    template = IntegrationSync(
+        content_type_id=content_type.pk,
+        object_id=str(obj.pk),
+        event_type=event_type,
+        payload=data if data is not None else payloads.snapshot(obj),
+        changes=changes or {},
+        next_attempt_at=now,
+        occurred_at=now,
+    )
+    sql, common = _statement(event_type == EventType.CREATED)
+    params = {f.column: f.get_db_prep_save(f.pre_save(template, add=True), connection) for f in common}
+    params.update(
+        event_name=event_name,
+        only=None if integrations is None else [i.pk for i in integrations],
+        pending=SyncStatus.PENDING,
+        skipped=SyncStatus.SKIPPED,
+        disabled_reason=DISABLED_REASON,
+    )
     # No savepoint of our own: an error here aborts the caller's transaction, so the object and its events go together.
-    with transaction.atomic(savepoint=False):
-        only = None if integrations is None else [i.pk for i in integrations]
-        wanted = integrations_with_sequences(event_name, content_type.pk, object_id, only)
-        if not wanted:
-            return []
-        data = data if data is not None else payloads.snapshot(obj)
-        now = timezone.now()
-        rows = [
-            IntegrationSync(
-                integration=integration,
-                content_type=content_type,
-                object_id=object_id,
-                event_type=event_type,
-                payload=data,
-                changes=changes or {},
-                status=SyncStatus.PENDING if integration.enabled else SyncStatus.SKIPPED,
-                next_attempt_at=now,
-                occurred_at=now,
-                last_error="" if integration.enabled else "integration disabled when the event happened",
-                sequence=integration.next_sequence,
-            )
-            for integration in wanted
-        ]
-        if event_type == EventType.CREATED:
-            rows = insert_created(rows)
-        else:
-            rows = IntegrationSync.objects.bulk_create(rows)
-    for row in rows:
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        returned = cursor.fetchall()
+    rows = []
+    for pk, integration_id, sequence, event_id, status, last_error, kind in returned:
+        row = IntegrationSync(
+            pk=pk,
+            integration_id=integration_id,
+            sequence=sequence,
+            event_id=event_id,
+            status=status,
+            last_error=last_error,
+            **{f.attname: getattr(template, f.attname) for f in common},
+        )
+        row._state.adding = False
+        row._state.db = connection.alias
+        rows.append(row)
         log.info(
             "%s %s %s sync=%s integration=%s seq=%s",
-            queue_prefix(row.integration.kind, object_type, event_type),
+            queue_prefix(kind, object_type, event_type),
             event_name,
             obj.pk,
-            row.pk,
-            row.integration_id,
-            row.sequence,
+            pk,
+            integration_id,
+            sequence,
         )
     pending = [r.pk for r in rows if r.status == SyncStatus.PENDING]
     if pending:
@@ -113,40 +152,6 @@ def queue_prefix(kind: str, object_type: str, event_type: str) -> str:
     if entity is None:
         return "[QUEUE]"
     return f"[QUEUE_{entity}]" if event_type == EventType.CREATED else f"[QUEUE_{entity}_UPDATE]"
-
-
-def insert_created(rows: list[IntegrationSync]) -> list[IntegrationSync]:
-    """Insert "created" rows; return those inserted. A second "created" can never exist.
-
-    This is get_or_create for a whole event in one statement: the partial unique constraint
-    uniq_created_sync_per_object decides, and ON CONFLICT … DO NOTHING is its race-safe form (a concurrent insert
-    of the same row waits for the other transaction and then yields, without an IntegrityError, so without the
-    savepoint and the SELECT get_or_create needs per row). Rows that already existed are not returned: the event
-    was recorded before, and the caller has nothing to wake.
-    """
-    meta = IntegrationSync._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    values, params = [], []
-    for row in rows:
-        values.append("(" + ", ".join(["%s"] * len(fields)) + ")")
-        params.extend(f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields)
-    quote = connection.ops.quote_name
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) VALUES {', '.join(values)} "
-        "ON CONFLICT (integration_id, content_type_id, object_id) WHERE event_type = 'created' DO NOTHING "
-        "RETURNING id, integration_id"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        inserted = {integration_id: pk for pk, integration_id in cursor.fetchall()}
-    created = []
-    for row in rows:
-        if row.integration_id in inserted:
-            row.pk = inserted[row.integration_id]
-            row._state.adding = False
-            row._state.db = connection.alias
-            created.append(row)
-    return created
 
 
 def wake(sync_ids: list[int]) -> None:
