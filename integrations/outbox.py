@@ -34,7 +34,8 @@ _PER_ROW = {
 _RECORD_SQL = """
 WITH wanted AS (
     SELECT id, kind, enabled FROM integrations_integration
-    WHERE (event_filter IS NULL OR event_filter = '[]'::jsonb OR event_filter @> jsonb_build_array(%(event_name)s::text))
+    WHERE (event_filter IS NULL OR event_filter = '[]'::jsonb
+           OR event_filter @> jsonb_build_array(%(event_name)s::text))
       AND (%(only)s::bigint[] IS NULL OR id = ANY(%(only)s::bigint[]))
 ), seq AS (
     INSERT INTO integrations_sequencecounter (integration_id, content_type_id, object_id, last)
