@@ -1,11 +1,14 @@
 """The one outgoing HTTP session: every request has a timeout, and transport failures become results, not exceptions."""
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
 
 EXCERPT_BYTES = 2048
 
@@ -42,18 +45,38 @@ class HttpResult:
 
 
 class TimeoutSession(requests.Session):
-    """A requests session that refuses to send without a (connect, read) timeout."""
+    """A requests session that refuses to send without a (connect, read) timeout.
+
+    The environment (HTTPS_PROXY/HTTP_PROXY/NO_PROXY, REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE) is read once per origin,
+    not on every request as requests does by default (a netrc lookup and an environment scan per POST cost more than
+    the POST itself to a nearby endpoint). ~/.netrc is never consulted: our endpoints authenticate by URL code or
+    signature, and a stray netrc entry must not add credentials to them."""
 
     def __init__(self, connect: float = 5.0, read: float = 15.0, pool_size: int = 20):
         super().__init__()
+        self.trust_env = False
         self.default_timeout = (connect, read)
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
+        self._environment: dict[tuple[str, str], dict[str, Any]] = {}
 
     def request(self, method, url, **kwargs):  # noqa: D401 - requests signature
         kwargs["timeout"] = kwargs.get("timeout") or self.default_timeout
+        for name, value in self._environment_for(url).items():
+            if kwargs.get(name) is None:
+                kwargs[name] = value
         return super().request(method, url, **kwargs)
+
+    def _environment_for(self, url: str) -> dict[str, Any]:
+        origin = urlsplit(url)[:2]
+        if origin not in self._environment:
+            settings: dict[str, Any] = {"proxies": get_environ_proxies(url)}
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                settings["verify"] = bundle
+            self._environment[origin] = settings
+        return self._environment[origin]
 
 
 def send(session: requests.Session, method: str, url: str, **kwargs) -> HttpResult:

@@ -5,16 +5,15 @@ It verifies Standard Webhooks signatures, dedupes by webhook-id and answers as p
 
 import inspect
 import json
-import socketserver
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 from integrations.clients.n8n import _key, verify
+from integrations.sandbox.http import TrackingHandler, TrackingServer
 
 Match = Callable[[Any], bool]
 OK_BODY = {"ok": True}
@@ -79,13 +78,13 @@ class N8nReceiver:
         self.path, self._port = path, port
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: TrackingServer | None = None
         self.reset()
 
     # lifecycle
     def start(self) -> "N8nReceiver":
         """Bind and serve on a daemon thread; returns self."""
-        server = _Server(("127.0.0.1", self._port), _handler_for(self))
+        server = TrackingServer(("127.0.0.1", self._port), _handler_for(self))
         self._server, self._stopping = server, threading.Event()
         # A short poll interval keeps stop() fast; tests start and stop many receivers.
         threading.Thread(target=server.serve_forever, args=(0.05,), name="n8n-receiver", daemon=True).start()
@@ -97,6 +96,7 @@ class N8nReceiver:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_all()  # keep-alive clients must not go on talking to a stopped receiver
             self._server = None
 
     def __enter__(self) -> "N8nReceiver":
@@ -195,10 +195,18 @@ class N8nReceiver:
         requests = self.requests
         return {
             "events": [e.as_dict() for e in requests if e.accepted],
+            **self.summary(requests),
+            "requests": [e.as_dict() for e in requests],
+        }
+
+    def summary(self, requests: list[ReceivedEvent] | None = None) -> dict[str, int]:
+        """The counts alone, for `GET /sandbox/events?summary=1`."""
+        requests = self.requests if requests is None else requests
+        return {
+            "received": len(requests),
             "unique": sum(1 for e in requests if e.accepted and not e.duplicate),
             "duplicates": sum(1 for e in requests if e.accepted and e.duplicate),
             "rejected": sum(1 for e in requests if e.reason),
-            "requests": [e.as_dict() for e in requests],
         }
 
     # request handling
@@ -258,18 +266,8 @@ class N8nReceiver:
         return 200, {"ok": True}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # benchmarks open many connections at once
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind does a reverse DNS lookup for server_name; loopback needs none.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
-
-
-def _handler_for(receiver: N8nReceiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def _handler_for(receiver: N8nReceiver) -> type[TrackingHandler]:
+    class Handler(TrackingHandler):
         server_version = "n8n-sandbox/1"
 
         def do_POST(self) -> None:
@@ -288,8 +286,10 @@ def _handler_for(receiver: N8nReceiver) -> type[BaseHTTPRequestHandler]:
                 self._reply(404, {"ok": False, "error": "not found"})
 
         def do_GET(self) -> None:
-            if urlsplit(self.path).path == "/sandbox/events":
-                self._reply(200, receiver.snapshot())
+            url = urlsplit(self.path)
+            if url.path == "/sandbox/events":
+                summary = "summary=1" in url.query.split("&")  # counts only: cheap to poll while events pour in
+                self._reply(200, receiver.summary() if summary else receiver.snapshot())
             else:
                 self._reply(404, {"ok": False, "error": "not found"})
 

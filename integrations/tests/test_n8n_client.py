@@ -144,3 +144,44 @@ def test_http_error_status_is_returned_not_raised(receiver):
     receiver.respond_with(500)
     result = N8nClient().post_event(receiver.url, secrets=[generate_secret()], event_id="evt_1", body=BODY)
     assert result.status == 500 and not result.ok
+
+
+def test_one_session_reuses_one_keep_alive_connection_and_stop_cuts_it(receiver):
+    client = N8nClient()
+    for n in range(3):
+        assert client.post_event(receiver.url, secrets=[generate_secret()], event_id=f"evt_{n}", body=BODY).ok
+    assert len(receiver.events) == 3
+    assert len(receiver._server.connections) == 1  # the three POSTs shared one connection
+    url = receiver.url
+    receiver.stop()
+    # The pooled connection was cut: the next POST is refused, not answered by the stopped receiver's thread.
+    result = client.post_event(url, secrets=[generate_secret()], event_id="evt_late", body=BODY)
+    assert result.status is None and len(receiver.events) == 3
+
+
+def _clear_proxy_env(monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_proxy_from_environment_is_used_and_no_proxy_respected(receiver, monkeypatch):
+    _clear_proxy_env(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", receiver.base_url)  # the receiver plays the proxy: it records the POST
+    target = "http://shop-flows.invalid/webhook/shop"  # never resolved: the proxy gets the request
+    assert N8nClient().post_event(target, secrets=[generate_secret()], event_id="evt_1", body=BODY).ok
+    assert [e.webhook_id for e in receiver.events] == ["evt_1"]
+    monkeypatch.setenv("NO_PROXY", "shop-flows.invalid")
+    result = N8nClient().post_event(target, secrets=[generate_secret()], event_id="evt_2", body=BODY)
+    assert result.status is None and len(receiver.events) == 1  # direct, and the name does not resolve
+
+
+def test_netrc_credentials_are_never_added(receiver, monkeypatch, tmp_path):
+    _clear_proxy_env(monkeypatch)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert N8nClient().post_event(receiver.url, secrets=[generate_secret()], event_id="evt_1", body=BODY).ok
+    assert "authorization" not in receiver.events[0].headers

@@ -132,6 +132,8 @@ def test_http_programming_and_events_endpoints(receiver, client):
     state = requests.get(f"{base}/sandbox/events", timeout=2).json()
     assert [e["body"]["sequence"] for e in state["events"]] == [1, 2]
     assert state["unique"] == 2 and len(state["requests"]) == 3
+    summary = requests.get(f"{base}/sandbox/events?summary=1", timeout=2).json()
+    assert summary == {"received": 3, "unique": 2, "duplicates": 0, "rejected": 0}
     assert requests.post(f"{base}/sandbox/respond", json={"times": 1}, timeout=2).status_code == 400
 
 

@@ -1,12 +1,12 @@
 """The HTTP layer: a threading server on 127.0.0.1 that hands each request to a pipeline and can drop connections."""
 
 import json
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from integrations.sandbox.http import TrackingHandler, TrackingServer, hard_close
 
 
 @dataclass
@@ -29,45 +29,19 @@ def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None)
 Pipeline = Callable[[str, str, str, bytes, str], Reply]  # verb, path, content type, body, X-Request-Id
 
 
-class SandboxHTTPServer(ThreadingHTTPServer):
-    """Tracks open connections so stop() can cut keep-alive clients off instead of serving them from a dead sandbox."""
-
-    daemon_threads = True
+class SandboxHTTPServer(TrackingServer):
     allow_reuse_address = True
-    request_queue_size = 128
 
     def __init__(self, port: int, pipeline: Pipeline, stopping: threading.Event):
         self.pipeline = pipeline
         self.stopping = stopping
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
         super().__init__(("127.0.0.1", port), _Handler)
 
-    def close_all(self) -> None:
-        with self.connections_lock:
-            for conn in list(self.connections):
-                _hard_close(conn)
-            self.connections.clear()
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like the real portal behind nginx
-    server_version = "nginx"
+class _Handler(TrackingHandler):
+    server_version = "nginx"  # like the real portal behind nginx
     sys_version = ""
-    timeout = 120  # idle keep-alive connections give their thread back eventually
     server: SandboxHTTPServer
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            with self.server.connections_lock:
-                self.server.connections.discard(self.connection)
 
     def do_GET(self) -> None:
         self._serve()
@@ -90,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
             if reply.delay:
                 self.server.stopping.wait(reply.delay)  # stop() interrupts a simulated hang
             self.close_connection = True
-            _hard_close(self.connection)
+            hard_close(self.connection)
             return
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
@@ -102,10 +76,3 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence stderr access logs; the sandbox keeps its own request log."""
-
-
-def _hard_close(conn: socket.socket) -> None:
-    try:
-        conn.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
