@@ -6,8 +6,10 @@ from django.conf import settings
 
 @pytest.fixture(autouse=True)
 def _no_wakeups_by_default(settings):
-    """Tests drive the dispatcher themselves; the ones about wake-ups turn them back on."""
+    """Tests drive the dispatcher themselves; the ones about wake-ups turn them back on. Inbound messages are sent
+    inline so a test sees them at once; tests of the background sender turn it back on."""
     settings.SYNC_WAKEUP_ENABLED = False
+    settings.INBOUND_ENQUEUE_IN_BACKGROUND = False
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

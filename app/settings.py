@@ -167,6 +167,9 @@ SYNC_FAILED_RETENTION_DAYS = env.int("SYNC_FAILED_RETENTION_DAYS", default=365)
 SYNC_LEASE_SECONDS = env.int("SYNC_LEASE_SECONDS", default=120)
 SYNC_WAKEUP_ENABLED = env.bool("SYNC_WAKEUP_ENABLED", default=True)
 INBOUND_MAX_BODY_BYTES = env.int("INBOUND_MAX_BODY_BYTES", default=256 * 1024)
+# Send the processing message of a stored inbound call from a background thread (the answer does not wait on the
+# broker; a burst leaves as one message per 50 calls). Off: sent inline after commit, one message per call.
+INBOUND_ENQUEUE_IN_BACKGROUND = env.bool("INBOUND_ENQUEUE_IN_BACKGROUND", default=True)
 
 LOGGING = {
     "version": 1,
