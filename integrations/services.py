@@ -170,9 +170,9 @@ RETURNING content_type_id, object_id
 
 
 def sync_complete_many(*, results: list[tuple[Claimed, Outcome]], started_at) -> list[IntegrationSync | None]:
-    """Complete one claimed batch (one integration) in one transaction: the rows and the integration are locked once,
-    the attempts go in one INSERT and the rows in one UPDATE. Returns the row per result, None where the lease was
-    lost (the result is then kept as an attempt only)."""
+    """Complete one claimed batch (one integration) in one transaction: the rows are locked once, the attempts go in
+    one INSERT, the rows in one UPDATE and the integration's bookkeeping in one more. Returns the row per result,
+    None where the lease was lost (the result is then kept as an attempt only)."""
     if not results:
         return []
     now = timezone.now()
@@ -184,7 +184,7 @@ def sync_complete_many(*, results: list[tuple[Claimed, Outcome]], started_at) ->
             .order_by("pk")
         }
         SyncAttempt.objects.bulk_create([_attempt(claimed.sync, outcome, started_at) for claimed, outcome in results])
-        integration = Integration.objects.select_for_update().get(pk=results[0][0].sync.integration_id)
+        integration_id = results[0][0].sync.integration_id
         completed: list[IntegrationSync | None] = []
         for claimed, _ in results:
             row = locked.get(claimed.id)
@@ -193,13 +193,14 @@ def sync_complete_many(*, results: list[tuple[Claimed, Outcome]], started_at) ->
                 row = None
             completed.append(row)
         linked = _insert_new_links(
-            integration.pk, [(r, o) for r, (_, o) in zip(completed, results, strict=True) if r], now
+            integration_id, [(r, o) for r, (_, o) in zip(completed, results, strict=True) if r], now
         )
+        disable = ""
         for row, (claimed, outcome) in zip(completed, results, strict=True):
             if row is not None:
-                _apply_outcome(row, integration, claimed, outcome, now, linked=row.pk in linked)
+                _apply_outcome(row, claimed, outcome, now, linked=row.pk in linked)
                 row.claim_token, row.lease_expires_at, row.updated_at = None, None, now
-        _count_round(integration, [outcome for _, outcome in results], now)
+                disable = disable or outcome.disable_integration
         done = [row for row in completed if row is not None]
         with connection.cursor() as cursor:
             cursor.execute(
@@ -215,28 +216,56 @@ def sync_complete_many(*, results: list[tuple[Claimed, Outcome]], started_at) ->
                     [r.next_attempt_at for r in done],
                 ],
             )
-        integration.save()
+        # Last, so the integration row is locked only for the end of the transaction.
+        _count_round(integration_id, [outcome for _, outcome in results], now, disable=disable)
     return completed
 
 
-def _count_round(integration: Integration, outcomes: list[Outcome], now) -> None:
+# The integration's bookkeeping for one round in one statement: every right-hand side reads the row as it was, and
+# the UPDATE's row lock makes concurrent rounds count one after the other (no lost increments, no operator edit of
+# other fields overwritten). An endpoint failing PAUSE_AFTER_FAILURES rounds in a row is paused for 30 s, doubling per
+# further failed round, capped at MAX_PAUSE_SECONDS, instead of being hammered (visible in admin and sync_status).
+_COUNT_ROUND_SQL = """
+UPDATE integrations_integration SET
+    last_success_at = CASE WHEN %(succeeded)s THEN %(now)s ELSE last_success_at END,
+    last_failure_at = CASE WHEN %(failed)s THEN %(now)s ELSE last_failure_at END,
+    consecutive_failures = CASE
+        WHEN %(succeeded)s THEN 0 WHEN %(failed)s THEN consecutive_failures + 1 ELSE consecutive_failures END,
+    paused_until = CASE
+        WHEN %(succeeded)s THEN NULL
+        WHEN %(failed)s AND consecutive_failures + 1 >= %(pause_after)s THEN %(now)s + make_interval(
+            secs => LEAST(30 * power(2, LEAST(consecutive_failures + 1 - %(pause_after)s, 7)), %(max_pause)s))
+        ELSE paused_until END,
+    enabled = enabled AND NOT %(disable)s,
+    disabled_reason = CASE WHEN %(disable)s THEN %(disabled_reason)s ELSE disabled_reason END,
+    updated_at = %(now)s
+WHERE id = %(id)s
+"""
+
+
+def _count_round(integration_id: int, outcomes: list[Outcome], now, *, disable: str = "") -> None:
     """The integration's success/failure bookkeeping for one delivery round. The round counts once towards pausing,
     however many rows it carried (one failed batch call of 100 rows is one failure of the endpoint, not 100), and
-    any success ends the streak. Skipped rows and deferrals (not the endpoint's fault) count neither way."""
+    any success ends the streak. Skipped rows and deferrals (not the endpoint's fault) count neither way.
+    `disable`: the reason to disable the integration (e.g. n8n answered 410 Gone), if any."""
     succeeded = any(o.verdict == Verdict.OK and not o.skip for o in outcomes)
     failed = any(o.verdict in (Verdict.RETRYABLE, Verdict.UNKNOWN, Verdict.TERMINAL) and not o.skip for o in outcomes)
-    if succeeded:
-        integration.last_success_at = now
-    if failed:
-        integration.last_failure_at = now
-    if succeeded:
-        integration.consecutive_failures, integration.paused_until = 0, None
-    elif failed:
-        integration.consecutive_failures += 1  # the integration row is locked: no lost increments
-        if integration.consecutive_failures >= PAUSE_AFTER_FAILURES:
-            # An endpoint failing for a long time is paused (visible in admin/status) instead of being hammered.
-            extra = integration.consecutive_failures - PAUSE_AFTER_FAILURES
-            integration.paused_until = now + timedelta(seconds=min(30 * 2 ** min(extra, 7), MAX_PAUSE_SECONDS))
+    if not (succeeded or failed or disable):
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _COUNT_ROUND_SQL,
+            {
+                "succeeded": succeeded,
+                "failed": failed,
+                "now": now,
+                "pause_after": PAUSE_AFTER_FAILURES,
+                "max_pause": MAX_PAUSE_SECONDS,
+                "disable": bool(disable),
+                "disabled_reason": disable[:255],
+                "id": integration_id,
+            },
+        )
 
 
 def _insert_new_links(integration_id: int, results: list[tuple[IntegrationSync, Outcome]], now) -> set[int]:
@@ -281,11 +310,8 @@ def _attempt(sync: IntegrationSync, outcome: Outcome, started_at) -> SyncAttempt
     )
 
 
-def _apply_outcome(row, integration, claimed: Claimed, outcome: Outcome, now, *, linked: bool = False) -> None:
+def _apply_outcome(row, claimed: Claimed, outcome: Outcome, now, *, linked: bool = False) -> None:
     verdict = outcome.verdict
-    if outcome.disable_integration:
-        integration.enabled = False
-        integration.disabled_reason = outcome.disable_integration[:255]
     if outcome.skip:
         row.status, row.last_error = SyncStatus.SKIPPED, outcome.error
         return

@@ -4,7 +4,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from integrations import dispatcher, services
@@ -358,6 +358,57 @@ def test_one_failed_round_of_many_rows_counts_once_towards_pausing(recording_tar
     assert integration.consecutive_failures == 1
     assert integration.paused_until is None
     assert integration.last_failure_at is not None
+
+
+def test_pause_doubles_per_further_failed_round_and_a_success_ends_it(recording_target):
+    integration = failing_orders(recording_target, PAUSE_AFTER_FAILURES + 1)
+    for _ in range(PAUSE_AFTER_FAILURES):
+        dispatcher.dispatch_once(integration.pk, limit=1)
+    integration.refresh_from_db()
+    first = (integration.paused_until - integration.last_failure_at).total_seconds()
+    integration.paused_until = None  # the pause is over
+    integration.save(update_fields=["paused_until"])
+    IntegrationSync.objects.update(next_attempt_at=timezone.now())
+    dispatcher.dispatch_once(integration.pk, limit=1)
+    integration.refresh_from_db()
+    second = (integration.paused_until - integration.last_failure_at).total_seconds()
+    assert (first, second, integration.consecutive_failures) == (30, 60, PAUSE_AFTER_FAILURES + 1)
+    integration.paused_until = None
+    integration.save(update_fields=["paused_until"])
+    recording_target.script = [answer(Verdict.OK, 200)]
+    IntegrationSync.objects.update(next_attempt_at=timezone.now())
+    dispatcher.dispatch_once(integration.pk, limit=1)
+    integration.refresh_from_db()
+    assert (integration.consecutive_failures, integration.paused_until) == (0, None)
+    assert integration.last_success_at and integration.last_success_at > integration.last_failure_at
+
+
+def test_concurrent_failed_rounds_are_all_counted(recording_target):
+    """Rounds completing at the same moment each count: the increment happens in the row, not in a stale copy."""
+    from integrations.targets.base import Outcome
+
+    integration = IntegrationFactory()
+
+    def failed_round():
+        with transaction.atomic():
+            services._count_round(integration.pk, [Outcome(verdict=Verdict.RETRYABLE)], timezone.now())
+
+    run_in_threads(12, failed_round)
+    integration.refresh_from_db()
+    assert integration.consecutive_failures == 12
+
+
+def test_round_bookkeeping_does_not_overwrite_an_operator_edit(recording_target):
+    """The endpoint changed in the admin while a round was delivering: completing the round keeps the new one."""
+    integration = failing_orders(recording_target, 1)
+    edited_meanwhile = type(integration).objects.filter(pk=integration.pk)
+    failing = recording_target.script.pop()
+    recording_target.script = [
+        lambda item: (edited_meanwhile.update(endpoint="http://127.0.0.1:9/new-endpoint"), failing(item))[1]
+    ]
+    dispatcher.dispatch_once(integration.pk)
+    integration.refresh_from_db()
+    assert integration.endpoint == "http://127.0.0.1:9/new-endpoint" and integration.consecutive_failures == 1
 
 
 def test_replayed_old_row_on_state_target_sends_newest_state(recording_target):
