@@ -7,7 +7,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations import payloads
-from integrations.models import EventType, IntegrationKind, IntegrationSync, SyncStatus
+from integrations.models import EventType, Integration, IntegrationKind, IntegrationSync, SyncStatus
 
 log = logging.getLogger("integrations.outbox")
 
@@ -78,7 +78,7 @@ def record(
     *,
     changes: dict | None = None,
     data: dict | None = None,
-    integrations: list | None = None,
+    integrations: list[Integration] | None = None,
 ) -> list[IntegrationSync]:
     """Write the event's rows (pending if enabled, skipped if disabled) and wake a worker on commit.
 
