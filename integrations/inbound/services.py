@@ -30,7 +30,7 @@ READ_BATCH = 50
 
 # Processing is paced by the portal's rate limit (one batch read per 50 calls), so waiting 100 ms to send the calls
 # of a burst together costs nothing a caller could notice, and saves a broker message per call.
-_sender = BackgroundSender("inbound-enqueue", lambda ids: inbound_enqueue(ids[::READ_BATCH]), linger=0.1)
+_sender = BackgroundSender("inbound-enqueue", lambda ids: inbound_enqueue_per_read_batch(ids), linger=0.1)
 _dropped_lock = threading.Lock()
 _dropped = {"minute": None, "count": 0}
 
@@ -142,6 +142,11 @@ def inbound_notify(ids: list[int]) -> None:
         inbound_enqueue(ids)
 
 
+def inbound_enqueue_per_read_batch(ids: list[int]) -> None:
+    """One message per READ_BATCH rows: each message takes that many waiting rows, whichever row it names."""
+    inbound_enqueue(ids[::READ_BATCH])
+
+
 def inbound_enqueue(ids: list[int]) -> None:
     """Send the Celery message; a broker outage leaves the row `received` for inbound_requeue_stale()."""
     from integrations.tasks import process_inbound
@@ -205,8 +210,7 @@ def inbound_requeue_stale(
         )
         ids = sorted({*retry, *stale.order_by("id").values_list("pk", flat=True)[:limit]})
         InboundWebhook.objects.filter(pk__in=ids).update(queued_at=now)
-        # One message per READ_BATCH rows: each message takes that many waiting rows, whichever row it names.
-        transaction.on_commit(lambda: inbound_enqueue(ids[::READ_BATCH]))
+        transaction.on_commit(lambda: inbound_enqueue_per_read_batch(ids))
     for inbound_id in ids:
         log.info("[INBOUND] row=%s requeued%s", inbound_id, " (retry)" if inbound_id in retry else "")
     return ids
