@@ -1,5 +1,6 @@
 """Settings from one environ.Env(); with nothing set, the embedded PostgreSQL and Redis (see app/embedded.py)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -86,10 +87,12 @@ AUTH_USER_MODEL = "users.User"
 
 EMBEDDED_REDIS_SOCKET = DATA_DIR / "redis.sock"
 REDIS_URL = env.str("REDIS_URL", default=f"unix://{EMBEDDED_REDIS_SOCKET}")
-CELERY_BROKER_URL = env.str(
-    "CELERY_BROKER_URL",
-    default=REDIS_URL.replace("unix://", "redis+socket://", 1) if REDIS_URL.startswith("unix://") else REDIS_URL,
-)
+# redis-py spells a unix socket unix://, kombu redis+socket://: either spelling works for either setting.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+if CELERY_BROKER_URL.startswith("unix://"):
+    CELERY_BROKER_URL = CELERY_BROKER_URL.replace("unix://", "redis+socket://", 1)
+    if "CELERY_BROKER_URL" in os.environ:  # Celery reads the variable itself, before this setting
+        os.environ["CELERY_BROKER_URL"] = CELERY_BROKER_URL
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -2,8 +2,10 @@
 
 import os
 
-DEFAULT_PG = "postgres://postgres@127.0.0.1:5432"
-REDIS_URL = "redis://127.0.0.1:6379/11"
+# The servers the bench runs on: the machine's by default; `./dev test`'s smoke run points them at the test run's own
+# (the embedded PostgreSQL is a unix socket directory, passed as PGHOST with an empty URL host).
+DEFAULT_PG = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 INBOUND_TOKEN = "bench-inbound-token-0123456789"
 
 

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_smoke_suite_produces_every_metric(tmp_path):
     out = tmp_path / "benchmarks.md"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(same_servers_as_this_run())
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
@@ -52,3 +53,20 @@ def test_smoke_suite_produces_every_metric(tmp_path):
     for name in expected:
         assert any(r["metric"].startswith(name) for r in results), (name, list(metrics))
     assert "SMOKE" in out.read_text()
+
+
+def same_servers_as_this_run() -> dict[str, str]:
+    """The bench on this test run's PostgreSQL and Redis servers (the embedded ones on a fresh machine)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from django.conf import settings
+
+    from integrations.tests.support import child_database_env
+
+    env = child_database_env("postgres")
+    env["BENCH_PG_URL"] = env.pop("DATABASE_URL").rsplit("/", 1)[0]
+    redis = urlsplit(settings.REDIS_URL)
+    env["BENCH_REDIS_URL"] = (
+        f"unix://{redis.path}?db=11" if redis.scheme == "unix" else urlunsplit(redis._replace(path="/11"))
+    )
+    return env

@@ -76,3 +76,23 @@ def drain_all(rounds: int = 40) -> None:
         if not waiting.exists():
             return
         waiting.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+
+
+def child_database_env(db_name: str | None = None) -> dict[str, str]:
+    """DATABASE_URL (and PGHOST for a unix socket) that point a child process at this test run's PostgreSQL server.
+
+    The embedded PostgreSQL listens on a unix socket directory, which a URL cannot carry as its host: libpq takes it
+    from PGHOST when the URL names none."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    host = db["HOST"] or "127.0.0.1"
+    env = {}
+    if host.startswith("/"):
+        env["PGHOST"] = host
+        location = ""
+    else:
+        location = f"{host}:{db['PORT'] or 5432}"
+    env["DATABASE_URL"] = f"postgres://{auth}@{location}/{db_name or db['NAME']}"
+    return env

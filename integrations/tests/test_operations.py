@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection
 from django.urls import include, path
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -27,7 +26,7 @@ from integrations.models import (
 )
 from integrations.policy import Verdict
 from integrations.tests.factories import IntegrationFactory
-from integrations.tests.support import answer
+from integrations.tests.support import answer, child_database_env
 from orders.tests.factories import OrderFactory
 from users.tests.factories import UserFactory
 
@@ -353,9 +352,9 @@ def test_worker_ready_starts_a_heartbeat_thread_and_shutdown_marks_the_worker_st
 def test_a_real_celery_worker_reports_itself_and_its_clean_stop():
     env = {
         **os.environ,
-        "DATABASE_URL": "postgres://{USER}@{HOST}:{PORT}/{NAME}".format(**connection.settings_dict),
+        **child_database_env(),
         "REDIS_URL": django_settings.REDIS_URL,
-        "CELERY_BROKER_URL": django_settings.REDIS_URL,
+        "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
         "SECRET_KEY": "test-only",
     }
     command = [sys.executable, "-m", "celery", "-A", "app", "worker", "--pool=solo", "--without-gossip"]

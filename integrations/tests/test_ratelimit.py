@@ -1,6 +1,5 @@
 """The per-portal token bucket: burst, refill, and one shared budget across threads through real Redis (no Django)."""
 
-import os
 import threading
 import time
 import uuid
@@ -8,10 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 import redis
+from django.conf import settings as django_settings
 
 from integrations.ratelimit import TokenBucket, parse_rate
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = django_settings.REDIS_URL  # the machine's Redis, or the embedded one on a fresh machine
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from integrations.models import (
     SyncAttempt,
     SyncStatus,
 )
+from integrations.tests.support import child_database_env
 
 BASE_DIR = Path(__file__).resolve().parents[3]
 # The suite runs its own redis-server (no persistence) so that it can kill and restart it; REDIS_URL is set when the
@@ -134,16 +135,10 @@ def start_beat(env: dict, log_dir: Path) -> Proc:
 
 
 def child_env(db_name: str, application_token: str) -> dict:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BITRIX_", "N8N_", "SYNC_", "PYTEST"))}
-    host = db["HOST"] or "127.0.0.1"
-    location = "" if host.startswith("/") else f"{host}:{db['PORT'] or 5432}"
-    if host.startswith("/"):  # embedded PostgreSQL on a unix socket: libpq takes the directory from PGHOST
-        env["PGHOST"] = host
+    env.update(child_database_env(db_name))
     env.update(
         DJANGO_SETTINGS_MODULE="app.settings",
-        DATABASE_URL=f"postgres://{auth}@{location}/{db_name}",
         REDIS_URL=REDIS_URL,
         CELERY_BROKER_URL=REDIS_URL,
         SECRET_KEY=os.environ.get("SECRET_KEY") or "faults-suite-only",
