@@ -100,18 +100,14 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
-# Production serves collectstatic's output (run in the image build) through WhiteNoise: hashed names cached for a year,
-# gzip-compressed. DEBUG, the embedded mode and tests serve the apps' static folders as they are, without collectstatic.
-STATIC_COLLECTED = not (DEBUG or EMBEDDED or RUNNING_TESTS)
+# collectstatic (run in the image build) writes hashed, gzip-compressed copies and a manifest into STATIC_ROOT;
+# WhiteNoise serves them, hashed names cached for a year. Without a manifest (tests, DEBUG, a process started from a
+# checkout) the plain names are served from the apps' static folders instead, looked up per request.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {
-        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if STATIC_COLLECTED
-        else "django.contrib.staticfiles.storage.StaticFilesStorage"
-    },
+    "staticfiles": {"BACKEND": "app.static_storage.StaticFilesStorage"},
 }
-WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = not STATIC_COLLECTED
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = DEBUG or not (STATIC_ROOT / "staticfiles.json").exists()
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
