@@ -15,18 +15,18 @@ from django.http import JsonResponse
 
 BROKER_TIMEOUT = 0.5  # seconds per socket step, no retries: a broker that never answers costs the check ~1 s at most
 REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "unix")
-DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "pyamqp": 5672, "redis": 6379, "rediss": 6379}
+DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "pyamqp": 5672}
 
 
 def broker_reachable(timeout: float = BROKER_TIMEOUT) -> bool:
     """A Redis broker must answer PING; any other broker must accept a TCP connection."""
     url = settings.CELERY_BROKER_URL
-    scheme = urlsplit(url).scheme
+    parts = urlsplit(url)
     try:
-        if scheme in REDIS_SCHEMES:
+        if parts.scheme in REDIS_SCHEMES:
             return _redis_ping(url.replace("redis+socket://", "unix://", 1), timeout)
-        parts = urlsplit(url)
-        with socket.create_connection((parts.hostname or "localhost", parts.port or DEFAULT_PORTS[scheme]), timeout):
+        address = (parts.hostname or "localhost", parts.port or DEFAULT_PORTS[parts.scheme])
+        with socket.create_connection(address, timeout):
             return True
     except Exception:  # noqa: BLE001 - any failure means "not reachable"
         return False
