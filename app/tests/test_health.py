@@ -70,7 +70,7 @@ def test_readiness_does_not_hang_on_a_broker_that_accepts_and_never_answers(clie
     response = client.get("/health/ready/")
     elapsed = time.monotonic() - started
     assert response.status_code == 200 and response.json()["checks"]["broker"] is False
-    assert elapsed < 1.5, f"readiness took {elapsed:.1f} s"
+    assert elapsed < 2.0, f"readiness took {elapsed:.1f} s"  # bounded at ~1 s; margin for a loaded machine
 
 
 @pytest.mark.django_db
