@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "drf_spectacular_sidecar",
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
@@ -42,7 +43,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "app.health.HealthMiddleware",  # first: probes are answered whatever their Host header
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -99,7 +102,15 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# collectstatic (run in the image build) writes hashed, gzip-compressed copies and a manifest into STATIC_ROOT;
+# WhiteNoise serves them, hashed names cached for a year. Without a manifest (tests, DEBUG, a process started from a
+# checkout) the plain names are served from the apps' static folders instead, looked up per request.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "app.static_storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = DEBUG or not (STATIC_ROOT / "staticfiles.json").exists()
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -121,6 +132,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Customers and orders, kept in sync with Bitrix24 and n8n.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files (pinned, offline), not from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery (DESIGN §7): late acks, no prefetch hoarding, JSON only, hard limit well below the visibility timeout.
