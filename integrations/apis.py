@@ -2,7 +2,7 @@
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from app.api import paginated_response
 from integrations import selectors, services
+from integrations.dashboard import next_attempt_shown
 from integrations.models import (
     EventType,
     InboundStatus,
@@ -129,6 +130,12 @@ class SyncSerializer(serializers.ModelSerializer):
     object_type = serializers.CharField()
     event_name = serializers.CharField()
     attempt_rows = AttemptSerializer(many=True, help_text="Every delivery try, oldest first.")
+    next_attempt_at = serializers.SerializerMethodField(help_text="Null unless the row is pending or retrying.")
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_next_attempt_at(self, sync: IntegrationSync) -> str | None:
+        when = next_attempt_shown(sync)
+        return serializers.DateTimeField().to_representation(when) if when else None
 
     class Meta:
         model = IntegrationSync

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from integrations import selectors, services
 from integrations.models import (
+    DUE_STATUSES,
     AttemptOutcome,
     InboundWebhook,
     Integration,
@@ -71,6 +72,23 @@ def format_query(query) -> str:
         for item in value if isinstance(value, list) else [value]:
             parts.append(f"{key}={item}")
     return "&".join(parts)
+
+
+def inbound_reason(call: InboundWebhook) -> str:
+    """Why a call ended as it did: its error (rejected, failed), the reason it was ignored, or what it duplicates."""
+    result = call.result if isinstance(call.result, dict) else {}
+    if call.error:
+        return call.error
+    if result.get("reason"):
+        return str(result["reason"])
+    if result.get("duplicate_of"):
+        return f"duplicate of call {result['duplicate_of']}"
+    return ""
+
+
+def next_attempt_shown(sync: IntegrationSync) -> datetime | None:
+    """`next_attempt_at` means something only while a row waits for delivery; a failed or dead row has none."""
+    return sync.next_attempt_at if sync.status in DUE_STATUSES else None
 
 
 def hourly_activity(*, now: datetime, hours: int = CHART_HOURS) -> dict[int, list[dict]]:
