@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from integrations import selectors, services
+from integrations.dashboard_status import format_age, system_status
 from integrations.models import (
     DUE_STATUSES,
     AttemptOutcome,
@@ -48,19 +49,6 @@ def changelist_url_for(ref: selectors.ObjectRef) -> str:
     """The IntegrationSync changelist filtered to one object (search is `=object_id`, plus the content type)."""
     query = urlencode({"q": ref.object_id, "content_type__id__exact": ref.content_type.pk})
     return f"{reverse('admin:integrations_integrationsync_changelist')}?{query}"
-
-
-def format_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
-    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
 
 
 def format_query(query) -> str:
@@ -179,6 +167,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         item["chart"] = chart_bars(activity.get(item["id"], []))
         integrations.append(item)
 
+    status = system_status(now=now, integrations=integrations)
+
     problems = list(
         IntegrationSync.objects.filter(status__in=[SyncStatus.DEAD, SyncStatus.FAILED])
         .select_related("integration", "content_type")
@@ -193,6 +183,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     inbound = list(InboundWebhook.objects.order_by("-id")[:INBOUND_ROWS])
     for call in inbound:
         call.query_text = format_query(call.query)
+        call.reason = inbound_reason(call)
 
     context = {
         **admin.site.each_context(request),
@@ -200,6 +191,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "subtitle": None,
         "generated_at": now,
         "integrations": integrations,
+        "status": status,
         "problems": problems,
         "problem_limit": DEAD_ROWS,
         "inbound": inbound,
