@@ -86,7 +86,8 @@ def beat_block(*, now: datetime, workers_alive: bool) -> dict:
 def broker_block() -> dict:
     broker = broker_status_bounded(deadline=BROKER_DEADLINE_SECONDS)
     if broker["reachable"]:
-        return {"ok": True, "summary": f"reachable, {broker['queue_length']} messages queued"}
+        queued = broker["queue_length"]
+        return {"ok": True, "summary": f"reachable, {queued} message{'' if queued == 1 else 's'} queued"}
     reason = broker.get("error") or "connection failed"
     return {"ok": False, "summary": f"unreachable ({reason}): no task reaches a worker until it is back (rows wait)"}
 
