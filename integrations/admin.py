@@ -2,6 +2,7 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_value
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
@@ -172,7 +173,8 @@ class IntegrationSyncAdmin(ReadOnlyAdmin):
 
     @admin.display(description="next attempt at", ordering="next_attempt_at")
     def next_attempt(self, obj):
-        return next_attempt_shown(obj)
+        # Formatted here: the change page shows a method's raw value ("None", a UTC repr), the list would localize.
+        return display_for_value(next_attempt_shown(obj), self.get_empty_value_display())
 
     @admin.action(description="Retry now (failed, dead, retrying or skipped rows)")
     def retry_now(self, request, queryset):
