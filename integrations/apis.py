@@ -202,7 +202,12 @@ class SyncListApi(StaffApi):
         object = serializers.CharField(required=False, help_text="e.g. order:41 or user:7")
         integration = serializers.CharField(max_length=100, required=False, help_text="id or name, e.g. n8n-default")
         status = statuses_filter(SyncStatus)
-        event = serializers.ChoiceField(choices=EVENT_NAMES, required=False, help_text="updated or order.updated")
+        event = serializers.ChoiceField(
+            choices=EVENT_NAMES,
+            required=False,
+            help_text="updated or order.updated",
+            error_messages={"invalid_choice": f'"{{input}}" is not an event; use one of: {", ".join(EVENT_NAMES)}.'},
+        )
         since = serializers.DateTimeField(required=False, help_text="Rows created at or after (ISO 8601).")
 
         def validate_object(self, value: str) -> selectors.ObjectRef:

@@ -51,9 +51,7 @@ def test_a_sync_row_is_named_by_its_integration_name(order_rows):
 def test_changelist_and_change_page_show_no_next_attempt_for_failed_and_dead_rows(staff, order_rows):
     page = staff.get(CHANGELIST)
     assert page.status_code == 200
-    cells = {
-        row.pk: page.context["cl"].model_admin.next_attempt(row).strip() for row in page.context["cl"].result_list
-    }
+    cells = {row.pk: page.context["cl"].model_admin.next_attempt(row).strip() for row in page.context["cl"].result_list}
     assert cells[order_rows["order.created"].pk] == "-"
     assert cells[order_rows["order.updated"].pk] == "-"
     retrying_at = order_rows["user.created"].next_attempt_at

@@ -69,6 +69,7 @@ def test_repeated_status_means_either(client, rows):
         ({"integration": "0"}, "no integration '0'"),
         ({"status": ["failed", "lost"]}, '"lost" is not a status; use one of: pending, in_progress, synced'),
         ({"status": ""}, '"" is not a status'),
+        ({"event": "order.exploded"}, '"order.exploded" is not an event; use one of: created, updated, status_changed'),
     ],
 )
 def test_unknown_integration_or_status_is_a_400_that_says_what_is_valid(client, rows, params, message):
