@@ -81,6 +81,15 @@ def browser():
     driver.close()
 
 
+def log_in_as_operator(page, login_url: str) -> None:
+    """Log in as the `operator` user (factory password) and wait until the sync dashboard is open."""
+    page.goto(login_url)
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "pass12345")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/integrations/dashboard/$"))
+
+
 def test_operator_filters_history_retries_a_dead_delivery_and_sees_it_synced(
     transactional_db, live_server, settings, n8n_receiver, n8n_integration, browser
 ):
@@ -99,11 +108,7 @@ def test_operator_filters_history_retries_a_dead_delivery_and_sees_it_synced(
     base = live_server.url
 
     def log_in_and_open_dashboard(page):
-        page.goto(f"{base}/admin/login/?next=/admin/integrations/dashboard/")
-        page.fill("#id_username", "operator")
-        page.fill("#id_password", "pass12345")
-        page.click("input[type=submit]")
-        page.wait_for_url(re.compile(r"/admin/integrations/dashboard/$"))
+        log_in_as_operator(page, f"{base}/admin/login/?next=/admin/integrations/dashboard/")
         card = page.locator(f"#integration-{n8n_integration.pk}")
         page.screenshot(path=str(SCREENSHOT_DIR / "sync_dashboard.png"), full_page=True)
         return {
@@ -188,11 +193,7 @@ def test_operator_sees_workers_beat_broker_and_oldest_pending_on_the_dashboard(
     base = live_server.url
 
     def read_status_block(page):
-        page.goto(f"{base}/admin/login/?next=/")
-        page.fill("#id_username", "operator")
-        page.fill("#id_password", "pass12345")
-        page.click("input[type=submit]")
-        page.wait_for_url(re.compile(r"/admin/integrations/dashboard/$"))  # `/` sent the operator here
+        log_in_as_operator(page, f"{base}/admin/login/?next=/")  # `/` sends the operator to the dashboard
         page.screenshot(path=str(SCREENSHOT_DIR / "sync_dashboard_status.png"), full_page=True)
         rows = ["workers", "beat", "broker", "oldest-pending"]
         seen = {name: page.locator(f"#status-{name}").inner_text() for name in rows}
