@@ -1,14 +1,30 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import include, path, reverse, reverse_lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from app import health
-from integrations.dashboard import dashboard_urls
+from integrations.dashboard import VIEW_PERMISSION, dashboard_urls
 from integrations.metrics import metrics_view
 
 handler404 = "app.api.not_found"
+# The admin's "View site" link: this service has no public pages, its public face is the API.
+admin.site.site_url = reverse_lazy("swagger-ui")
+
+
+def root_redirect(request: HttpRequest) -> HttpResponseRedirect:
+    """`/` has no page of its own: operators go to the sync dashboard (or the admin index), everyone else to the API
+    docs."""
+    user = request.user
+    if user.is_active and user.is_staff:
+        target = "sync_dashboard:index" if user.has_perm(VIEW_PERMISSION) else "admin:index"
+    else:
+        target = "swagger-ui"
+    return HttpResponseRedirect(reverse(target))
+
 
 urlpatterns = [
+    path("", root_redirect, name="root"),
     path("admin/integrations/dashboard/", include(dashboard_urls)),
     path("admin/", admin.site.urls),
     # Answered by app.health.HealthMiddleware before the Host check; listed here to be found and reversed.

@@ -2,11 +2,14 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_value
 from django.contrib.contenttypes.admin import GenericTabularInline
+from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
-from integrations import services
+from integrations import selectors, services
 from integrations.clients.n8n import generate_secret
+from integrations.dashboard import inbound_reason, next_attempt_shown
 from integrations.masking import mask_endpoint, mask_secret
 from integrations.models import (
     ExternalLink,
@@ -103,6 +106,15 @@ class SyncAttemptInline(admin.TabularInline):
         return False
 
 
+class SyncedModelFilter(admin.RelatedFieldListFilter):
+    """Content type filter offering only the models the outbox records (users.User, orders.Order), not every model
+    of the project (sessions, permissions…). Same query parameter as Django's, so filtered links keep working."""
+
+    def field_choices(self, field, request, model_admin):
+        synced = [ContentType.objects.get_by_natural_key(*key).pk for key in selectors.SYNCED_MODELS.values()]
+        return field.get_choices(include_blank=False, limit_choices_to={"pk__in": synced})
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
@@ -121,22 +133,48 @@ class IntegrationSyncAdmin(ReadOnlyAdmin):
         "sequence",
         "status",
         "attempts",
-        "next_attempt_at",
+        "next_attempt",
         "remote_id",
         "created_at",
         "synced_at",
     ]
-    list_filter = ["integration", "status", "event_type", "content_type", "created_at"]
+    list_filter = ["integration", "status", "event_type", ("content_type", SyncedModelFilter), "created_at"]
     search_fields = ["=object_id", "=event_id", "=remote_id"]
     date_hierarchy = "created_at"
     inlines = [SyncAttemptInline]
     actions = ["retry_now", "replay"]
     list_select_related = ["integration", "content_type"]
-    exclude = ["claim_token"]
+    # The model's fields in their order, with `next_attempt` shown only where there is one (not on failed/dead rows).
+    fields = [
+        "integration",
+        "content_type",
+        "object_id",
+        "event_type",
+        "event_id",
+        "sequence",
+        "payload",
+        "changes",
+        "status",
+        "attempts",
+        "next_attempt",
+        "lease_expires_at",
+        "last_error",
+        "remote_id",
+        "superseded_by",
+        "occurred_at",
+        "created_at",
+        "synced_at",
+    ]
+    readonly_fields = ["event_id", "next_attempt", "created_at"]
 
     @admin.display(description="object")
     def object_label(self, obj):
         return f"{obj.content_type.model}:{obj.object_id}"
+
+    @admin.display(description="next attempt at", ordering="next_attempt_at")
+    def next_attempt(self, obj):
+        # Formatted here: the change page shows a method's raw value ("None", a UTC repr), the list would localize.
+        return display_for_value(next_attempt_shown(obj), self.get_empty_value_display())
 
     @admin.action(description="Retry now (failed, dead, retrying or skipped rows)")
     def retry_now(self, request, queryset):
@@ -158,16 +196,20 @@ class IntegrationSyncAdmin(ReadOnlyAdmin):
 @admin.register(ExternalLink)
 class ExternalLinkAdmin(ReadOnlyAdmin):
     list_display = ["integration", "content_type", "object_id", "remote_id", "created_at", "updated_at"]
-    list_filter = ["integration", "content_type"]
+    list_filter = ["integration", ("content_type", SyncedModelFilter)]
     search_fields = ["=object_id", "=remote_id"]
 
 
 @admin.register(InboundWebhook)
 class InboundWebhookAdmin(ReadOnlyAdmin):
-    list_display = ["id", "received_at", "event", "remote_object", "authenticated", "status", "remote_addr"]
+    list_display = ["id", "received_at", "event", "remote_object", "authenticated", "status", "reason", "remote_addr"]
     list_filter = ["status", "event", "authenticated", "received_at"]
     search_fields = ["query", "body", "remote_object", "event"]
     date_hierarchy = "received_at"
+
+    @admin.display(description="reason")
+    def reason(self, obj):
+        return inbound_reason(obj)
 
 
 @admin.register(Heartbeat)

@@ -2,7 +2,7 @@
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
@@ -11,7 +11,16 @@ from rest_framework.views import APIView
 
 from app.api import paginated_response
 from integrations import selectors, services
-from integrations.models import EventType, InboundStatus, InboundWebhook, IntegrationSync, SyncAttempt, SyncStatus
+from integrations.dashboard import next_attempt_shown
+from integrations.models import (
+    EventType,
+    InboundStatus,
+    InboundWebhook,
+    Integration,
+    IntegrationSync,
+    SyncAttempt,
+    SyncStatus,
+)
 
 
 class StaffApi(APIView):
@@ -121,6 +130,12 @@ class SyncSerializer(serializers.ModelSerializer):
     object_type = serializers.CharField()
     event_name = serializers.CharField()
     attempt_rows = AttemptSerializer(many=True, help_text="Every delivery try, oldest first.")
+    next_attempt_at = serializers.SerializerMethodField(help_text="Null unless the row is pending or retrying.")
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_next_attempt_at(self, sync: IntegrationSync) -> str | None:
+        when = next_attempt_shown(sync)
+        return serializers.DateTimeField().to_representation(when) if when else None
 
     class Meta:
         model = IntegrationSync
@@ -161,29 +176,60 @@ def _validated_object(value: str) -> selectors.ObjectRef:
 EVENT_NAMES = list(EventType.values) + [f"{t}.{e}" for t in selectors.SYNCED_MODELS for e in EventType.values]
 
 
+def statuses_filter(choices: type[SyncStatus] | type[InboundStatus]) -> serializers.MultipleChoiceField:
+    """`?status=failed&status=dead` means either; an unknown value is a 400 that lists the valid ones."""
+    return serializers.MultipleChoiceField(
+        choices=choices.choices,
+        required=False,
+        help_text="Repeat for several: status=failed&status=dead.",
+        error_messages={"invalid_choice": f'"{{input}}" is not a status; use one of: {", ".join(choices.values)}.'},
+    )
+
+
+def integration_by_id_or_name(value: str) -> Integration:
+    """`2` or `n8n-default` → the Integration; a 400 naming the known integrations otherwise."""
+    text = value.strip()
+    found = Integration.objects.filter(pk=int(text)) if text.isdigit() else Integration.objects.filter(name=text)
+    integration = found.first()
+    if integration is None:
+        known = ", ".join(Integration.objects.order_by("name").values_list("name", flat=True)) or "none configured"
+        raise serializers.ValidationError(f"no integration {value!r}; give an id or a name ({known}).")
+    return integration
+
+
 class SyncListApi(StaffApi):
     class FilterSerializer(serializers.Serializer):
         object = serializers.CharField(required=False, help_text="e.g. order:41 or user:7")
-        integration = serializers.IntegerField(min_value=1, required=False)
-        status = serializers.ChoiceField(choices=SyncStatus.choices, required=False)
-        event = serializers.ChoiceField(choices=EVENT_NAMES, required=False, help_text="updated or order.updated")
+        integration = serializers.CharField(max_length=100, required=False, help_text="id or name, e.g. n8n-default")
+        status = statuses_filter(SyncStatus)
+        event = serializers.ChoiceField(
+            choices=EVENT_NAMES,
+            required=False,
+            help_text="updated or order.updated",
+            error_messages={"invalid_choice": f'"{{input}}" is not an event; use one of: {", ".join(EVENT_NAMES)}.'},
+        )
         since = serializers.DateTimeField(required=False, help_text="Rows created at or after (ISO 8601).")
 
         def validate_object(self, value: str) -> selectors.ObjectRef:
             return _validated_object(value)
+
+        def validate_integration(self, value: str) -> Integration:
+            return integration_by_id_or_name(value)
 
     @extend_schema(parameters=[FilterSerializer], responses=SyncSerializer(many=True), summary="Sync history")
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         data = filters.validated_data
+        integration = data.get("integration")
         rows = selectors.sync_list(
             ref=data.get("object"),
-            integration_id=data.get("integration"),
-            status=data.get("status"),
+            integration_id=integration.pk if integration else None,
             event=data.get("event"),
             since=data.get("since"),
         )
+        if data.get("status"):
+            rows = rows.filter(status__in=data["status"])
         return paginated_response(serializer_class=SyncSerializer, queryset=rows, request=request, view=self)
 
 
@@ -236,7 +282,7 @@ class InboundSerializer(serializers.ModelSerializer):
 
 class InboundListApi(StaffApi):
     class FilterSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(choices=InboundStatus.choices, required=False)
+        status = statuses_filter(InboundStatus)
         event = serializers.CharField(max_length=100, required=False, help_text="e.g. ONCRMDEALUPDATE or ROBOT")
         since = serializers.DateTimeField(required=False, help_text="Received at or after (ISO 8601).")
 
@@ -244,5 +290,8 @@ class InboundListApi(StaffApi):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        rows = selectors.inbound_list(**filters.validated_data)
+        data = filters.validated_data
+        rows = selectors.inbound_list(event=data.get("event"), since=data.get("since"))
+        if data.get("status"):
+            rows = rows.filter(status__in=data["status"])
         return paginated_response(serializer_class=InboundSerializer, queryset=rows, request=request, view=self)

@@ -21,7 +21,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from integrations import selectors, services
+from integrations.dashboard_status import format_age, system_status
 from integrations.models import (
+    DUE_STATUSES,
     AttemptOutcome,
     InboundWebhook,
     Integration,
@@ -49,19 +51,6 @@ def changelist_url_for(ref: selectors.ObjectRef) -> str:
     return f"{reverse('admin:integrations_integrationsync_changelist')}?{query}"
 
 
-def format_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
-    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
-
-
 def format_query(query) -> str:
     """`{"test": '"test2"'}` → `test="test2"` (values verbatim, as stored: already masked by the inbound gate)."""
     if not isinstance(query, dict) or not query:
@@ -71,6 +60,23 @@ def format_query(query) -> str:
         for item in value if isinstance(value, list) else [value]:
             parts.append(f"{key}={item}")
     return "&".join(parts)
+
+
+def inbound_reason(call: InboundWebhook) -> str:
+    """Why a call ended as it did: its error (rejected, failed), the reason it was ignored, or what it duplicates."""
+    result = call.result if isinstance(call.result, dict) else {}
+    if call.error:
+        return call.error
+    if result.get("reason"):
+        return str(result["reason"])
+    if result.get("duplicate_of"):
+        return f"duplicate of call {result['duplicate_of']}"
+    return ""
+
+
+def next_attempt_shown(sync: IntegrationSync) -> datetime | None:
+    """`next_attempt_at` means something only while a row waits for delivery; a failed or dead row has none."""
+    return sync.next_attempt_at if sync.status in DUE_STATUSES else None
 
 
 def hourly_activity(*, now: datetime, hours: int = CHART_HOURS) -> dict[int, list[dict]]:
@@ -161,6 +167,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         item["chart"] = chart_bars(activity.get(item["id"], []))
         integrations.append(item)
 
+    status = system_status(now=now, integrations=integrations)
+
     problems = list(
         IntegrationSync.objects.filter(status__in=[SyncStatus.DEAD, SyncStatus.FAILED])
         .select_related("integration", "content_type")
@@ -175,6 +183,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     inbound = list(InboundWebhook.objects.order_by("-id")[:INBOUND_ROWS])
     for call in inbound:
         call.query_text = format_query(call.query)
+        call.reason = inbound_reason(call)
 
     context = {
         **admin.site.each_context(request),
@@ -182,6 +191,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "subtitle": None,
         "generated_at": now,
         "integrations": integrations,
+        "status": status,
         "problems": problems,
         "problem_limit": DEAD_ROWS,
         "inbound": inbound,

@@ -141,7 +141,7 @@ class IntegrationSync(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.event_name} #{self.object_id} → {self.integration_id} [{self.status}]"
+        return f"{self.event_name} #{self.object_id} → {self.integration.name} [{self.status}]"
 
     @property
     def object_type(self) -> str:

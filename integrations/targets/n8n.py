@@ -15,6 +15,11 @@ from integrations.policy import Verdict
 from integrations.targets.base import Claimed, Outcome
 
 log = logging.getLogger("integrations.worker")
+# Shown to operators (last_error, attempts, dashboard) when n8n answers 401/403: almost always a secret mismatch.
+SIGNATURE_REFUSED_HINT = (
+    "n8n refused the request; check the signing secret: the n8n flow must verify with this integration's current "
+    "secret (admin → Integrations; after a rotation, copy the new one to n8n)"
+)
 
 
 class N8nTarget:
@@ -72,6 +77,8 @@ class N8nTarget:
         if verdict == Verdict.UNKNOWN:
             verdict = Verdict.RETRYABLE  # receivers dedupe on webhook-id, so resending is safe
         error = "" if verdict == Verdict.OK else (result.error or f"HTTP {result.status}: {result.excerpt[:200]}")
+        if result.status in (401, 403):  # first, so the hint survives every truncated display of the error
+            error = f"HTTP {result.status}: {SIGNATURE_REFUSED_HINT}. Response: {result.excerpt[:200]}"
         return Outcome(
             verdict=verdict,
             http=result,

@@ -81,6 +81,15 @@ def browser():
     driver.close()
 
 
+def log_in_as_operator(page, login_url: str) -> None:
+    """Log in as the `operator` user (factory password) and wait until the sync dashboard is open."""
+    page.goto(login_url)
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "pass12345")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/integrations/dashboard/$"))
+
+
 def test_operator_filters_history_retries_a_dead_delivery_and_sees_it_synced(
     transactional_db, live_server, settings, n8n_receiver, n8n_integration, browser
 ):
@@ -99,11 +108,7 @@ def test_operator_filters_history_retries_a_dead_delivery_and_sees_it_synced(
     base = live_server.url
 
     def log_in_and_open_dashboard(page):
-        page.goto(f"{base}/admin/login/?next=/admin/integrations/dashboard/")
-        page.fill("#id_username", "operator")
-        page.fill("#id_password", "pass12345")
-        page.click("input[type=submit]")
-        page.wait_for_url(re.compile(r"/admin/integrations/dashboard/$"))
+        log_in_as_operator(page, f"{base}/admin/login/?next=/admin/integrations/dashboard/")
         card = page.locator(f"#integration-{n8n_integration.pk}")
         page.screenshot(path=str(SCREENSHOT_DIR / "sync_dashboard.png"), full_page=True)
         return {
@@ -156,3 +161,50 @@ def test_operator_filters_history_retries_a_dead_delivery_and_sees_it_synced(
         return row.locator("td.field-status").inner_text()
 
     assert browser(status_in_changelist) == "Synced"
+
+
+def test_operator_sees_workers_beat_broker_and_oldest_pending_on_the_dashboard(
+    transactional_db, live_server, n8n_integration, redis_client, browser
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from integrations.models import Heartbeat, InboundStatus, InboundWebhook
+
+    now = timezone.now()
+    UserFactory(username="operator", email="operator@example.com", is_staff=True, is_superuser=True)
+    Heartbeat.objects.create(name="celery@worker-1", kind="worker", seen_at=now, info={"concurrency": 2})
+    Heartbeat.objects.create(name="celery@worker-0", kind="worker", seen_at=now - timedelta(minutes=20))
+    Heartbeat.objects.create(name="beat", kind="beat", seen_at=now - timedelta(seconds=12))
+    redis_client.rpush("celery", "queued-message")
+    order = OrderFactory()  # not delivered: its rows stay pending
+    IntegrationSync.objects.filter(object_id=str(order.pk), content_type__model="order").update(
+        created_at=now - timedelta(minutes=7)
+    )
+    InboundWebhook.objects.create(
+        method="POST",
+        path="/bitrix/webhook",
+        event="ONCRMDEALUPDATE",
+        remote_object="DEAL_5",
+        status=InboundStatus.IGNORED,
+        result={"reason": "no order is linked to deal 5"},
+    )
+    base = live_server.url
+
+    def read_status_block(page):
+        log_in_as_operator(page, f"{base}/admin/login/?next=/")  # `/` sends the operator to the dashboard
+        page.screenshot(path=str(SCREENSHOT_DIR / "sync_dashboard_status.png"), full_page=True)
+        rows = ["workers", "beat", "broker", "oldest-pending"]
+        seen = {name: page.locator(f"#status-{name}").inner_text() for name in rows}
+        seen["workers_off"] = page.locator("#status-workers li.worker-silent").inner_text()
+        seen["inbound"] = page.locator("#inbound tbody tr").first.inner_text()
+        return seen
+
+    seen = browser(read_status_block)
+    assert "1 alive, 1 not" in seen["workers"] and "celery@worker-1: alive" in seen["workers"]
+    assert "celery@worker-0: silent, last seen 20m" in seen["workers_off"]
+    assert "ticking (last seen 1" in seen["beat"]
+    assert "reachable, 1 message queued" in seen["broker"]
+    assert "7m" in seen["oldest-pending"] and "n8n-test" in seen["oldest-pending"]
+    assert "ignored" in seen["inbound"] and "no order is linked to deal 5" in seen["inbound"]
