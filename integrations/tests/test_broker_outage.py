@@ -3,10 +3,8 @@ commits and answers, its wake-up is sent off the request path within bounded tim
 the broker is back. Real PostgreSQL, a real listener on 127.0.0.1, the real Redis broker of the test settings."""
 
 import json
-import socket
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 from django.db import close_old_connections
@@ -14,6 +12,7 @@ from rest_framework.test import APIClient
 
 from integrations import outbox, tasks
 from integrations.models import IntegrationSync, SyncStatus
+from integrations.sandbox.broker import HungBroker, celery_broker, closed_port_url
 from integrations.tests.factories import IntegrationFactory
 from orders import services as order_services
 from orders.models import Order
@@ -29,60 +28,14 @@ GIVE_UP_SECONDS = 20
 
 
 @pytest.fixture
-def hung_broker_url():
-    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
-    server = socket.create_server(("127.0.0.1", 0), backlog=64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept():
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
-    stop.set()
-    thread.join(2)
-    for conn in held:
-        conn.close()
-    server.close()
-
-
-@pytest.fixture
-def closed_broker_url():
-    with socket.socket() as probe:  # a port that was just free: nothing listens there
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"redis://127.0.0.1:{port}/0"
-
-
-@pytest.fixture
-def broker_outage(request, hung_broker_url, closed_broker_url):
-    return {"closed": closed_broker_url, "hung": hung_broker_url}[request.param]
-
-
-@contextmanager
-def celery_broker(url: str):
-    """Point this process's Celery producers at `url`; the previous broker is back on exit."""
-    from app.celery import app
-
-    def reset_pools():
-        app._pool = None
-        app.amqp._producer_pool = None
-
-    previous = app.conf.broker_url
-    reset_pools()
-    app.conf.broker_url = url
-    try:
-        yield
-    finally:
-        app.conf.broker_url = previous
-        reset_pools()
+def broker_outage(request):
+    """The URL of a broker that is down (closed port) or hung (accepts TCP, never answers)."""
+    if request.param == "closed":
+        yield closed_port_url()
+        return
+    hung = HungBroker().start()
+    yield hung.url()
+    hung.stop()
 
 
 @pytest.fixture
