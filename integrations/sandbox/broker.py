@@ -32,17 +32,13 @@ class HungBroker:
         self._thread.start()
         return self
 
-    def drop_connections(self) -> None:
-        """Close what was accepted: a client stuck reading gets EOF at once instead of waiting out its timeout."""
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
         with self._lock:
             held, self._held = self._held, []
         for conn in held:
             conn.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.drop_connections()
         self._server.close()
 
     def _accept(self) -> None:
@@ -57,18 +53,19 @@ class HungBroker:
 
 @contextmanager
 def celery_broker(url: str):
-    """Point this process's Celery producers at `url`; the previous broker is back on exit."""
+    """Point this process's Celery producers at `url`; the previous broker is back on exit. Set as the write URL,
+    which publishing uses: the CELERY_BROKER_URL environment variable (set for the bench) outranks conf.broker_url."""
     from app.celery import app
 
     def reset_pools():  # drop references only: kombu's global producer registry may still share the old pools
         app._pool = None
         app.amqp._producer_pool = None
 
-    previous = app.conf.broker_url
+    previous = app.conf.get("broker_write_url")
     reset_pools()
-    app.conf.broker_url = url
+    app.conf.broker_write_url = url
     try:
         yield app
     finally:
-        app.conf.broker_url = previous
+        app.conf.broker_write_url = previous
         reset_pools()
