@@ -147,7 +147,12 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A broker that is down or hung must cost bounded time, never a blocked process: redis-py waits forever by default
+# (no socket timeout), and kombu retries a failed connect for broker_connection_timeout seconds in total before a
+# publish gives up. The web sends its hints from a background thread anyway (integrations/background.py); these
+# bound that thread, and the publishes of beat and the workers. socket_timeout stays well above the worker's 1 s BRPOP.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "socket_connect_timeout": 2, "socket_timeout": 5}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = TIME_ZONE

@@ -6,15 +6,10 @@ import threading
 import time
 from decimal import Decimal
 
-from bench.report import Result
+from bench.report import Result, percentile
 
 RATE = 50.0
 POLL_SECONDS = 0.005
-
-
-def _percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def run(ctx) -> list[Result]:
@@ -76,12 +71,12 @@ def run(ctx) -> list[Result]:
         for e, t in IntegrationSync.objects.filter(integration=integration).values_list("event_id", "occurred_at")
     }
     lat = [(ev.received_at - occurred[ev.webhook_id]) * 1000 for ev in receiver.events if ev.webhook_id in occurred]
-    p50, p99 = _percentile(lat, 50), _percentile(lat, 99)
+    p50, p99 = percentile(lat, 50), percentile(lat, 99)
     ctx.detail(
         "commit → delivered latency",
         f"{n} orders at {RATE:.0f}/s for {seconds} s; dispatcher thread polls every {POLL_SECONDS * 1000:.0f} ms when "
         f"idle (wake-ups off); same process, so producer, dispatcher and receiver share the GIL.\n"
-        f"delivered {len(lat)}/{n}; p50 {p50:.1f} ms, p90 {_percentile(lat, 90):.1f} ms, p99 {p99:.1f} ms, "
+        f"delivered {len(lat)}/{n}; p50 {p50:.1f} ms, p90 {percentile(lat, 90):.1f} ms, p99 {p99:.1f} ms, "
         f"max {max(lat):.1f} ms, mean {statistics.mean(lat):.1f} ms.",
     )
     return [

@@ -29,6 +29,12 @@ class Result:
         return self.ours / self.baseline
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank q-th percentile (0–100)."""
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
 def _fmt(value) -> str:
     if value is None:
         return "—"

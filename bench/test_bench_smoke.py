@@ -39,6 +39,8 @@ def test_smoke_suite_produces_every_metric(tmp_path):
         assert isinstance(result["ours"], (int, float)), result
     expected = [
         "order save",
+        "order write p99, broker down",
+        "order write p99, broker hung",
         "Bitrix deals/s",
         "Bitrix calls for",
         "n8n events/s",

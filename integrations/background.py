@@ -1,9 +1,10 @@
 """Broker messages sent from a daemon thread after commit, so a request never waits on the broker.
 
-The rows are committed before their ids get here, and every kind of row this sends for has a sweep that finds rows
-whose message never came (a broker outage, a process killed with ids still queued): sending later, or not at all,
-only delays. What the thread buys: the web request answers as soon as its row is durable, and ids that pile up while
-a message is being sent leave together in the next one, so a burst costs a few messages instead of one per row.
+The rows are committed before their ids (or their integration's id) get here, and every kind of row this sends for
+has a sweep that finds rows whose message never came (a broker outage, a process killed with ids still queued):
+sending later, or not at all, only delays. What the thread buys: the web request answers as soon as its row is
+durable, whether the broker is up, down or hung, and ids that pile up while a message is being sent leave together in
+the next one, so a burst costs a few messages instead of one per row.
 """
 
 import atexit
@@ -20,13 +21,24 @@ log = logging.getLogger("integrations.background")
 class BackgroundSender:
     """Collects ids from any thread; one daemon thread per process hands them to `send` in batches of `max_batch`."""
 
-    def __init__(self, name: str, send: Callable[[list[int]], None], *, max_batch: int = 500, linger: float = 0.0):
-        """`linger`: how long the thread waits after the first id for more to send with it (seconds)."""
+    def __init__(
+        self,
+        name: str,
+        send: Callable[[list[int]], None],
+        *,
+        max_batch: int = 500,
+        linger: float = 0.0,
+        coalesce: bool = False,
+    ):
+        """`linger`: how long the thread waits after the first id for more to send with it (seconds).
+        `coalesce`: an id already waiting is not queued again, so an id waits at most once (and the queue holds each
+        id at most once while `send` is stuck on a broker outage)."""
         self.name, self.send, self.max_batch, self.linger = name, send, max_batch, linger
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._outstanding = 0  # submitted and not yet through `send`
+        self._waiting: set[int] | None = set() if coalesce else None  # ids queued and not yet taken for a send
         atexit.register(self.flush, 2.0)
         os.register_at_fork(after_in_child=self._forget_parent)
 
@@ -37,6 +49,9 @@ class BackgroundSender:
     def submit(self, ids: list[int]) -> None:
         self._ensure_thread()
         with self._lock:
+            if self._waiting is not None:
+                ids = [i for i in dict.fromkeys(ids) if i not in self._waiting]
+                self._waiting.update(ids)
             self._outstanding += len(ids)
         for i in ids:
             self._queue.put(i)
@@ -59,6 +74,8 @@ class BackgroundSender:
             # First use in this process (or in a child forked after the parent started its thread, which the child
             # does not have): a fresh queue, because ids queued in the parent are the parent's to send.
             self._queue, self._outstanding = queue.SimpleQueue(), 0
+            if self._waiting is not None:
+                self._waiting = set()
             threading.Thread(target=self._run, args=(self._queue,), name=self.name, daemon=True).start()
             self._pid = os.getpid()
 
@@ -73,6 +90,11 @@ class BackgroundSender:
                         ids.append(pending.get(timeout=remaining) if remaining > 0 else pending.get_nowait())
                     except queue.Empty:
                         break
+                if self._waiting is not None:
+                    # Taken before the send starts: an id submitted from now on may follow a change this send
+                    # will not see, so it is queued again.
+                    with self._lock:
+                        self._waiting.difference_update(ids)
                 self.send(ids)
             except Exception:  # noqa: BLE001 - the thread must survive anything; the sweep covers what was lost
                 log.exception("[QUEUE] %s: %s ids not sent; the sweep will find them", self.name, len(ids))

@@ -7,6 +7,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations import payloads
+from integrations.background import BackgroundSender
 from integrations.models import EventType, Integration, IntegrationKind, IntegrationSync, SyncStatus
 
 log = logging.getLogger("integrations.outbox")
@@ -138,9 +139,9 @@ def record(
             integration_id,
             sequence,
         )
-    pending = [r.pk for r in rows if r.status == SyncStatus.PENDING]
-    if pending:
-        transaction.on_commit(lambda: wake(pending))
+    waiting = [r.integration_id for r in rows if r.status == SyncStatus.PENDING]
+    if waiting:
+        transaction.on_commit(lambda: wake(waiting))
     return rows
 
 
@@ -155,19 +156,32 @@ def queue_prefix(kind: str, object_type: str, event_type: str) -> str:
     return f"[QUEUE_{entity}]" if event_type == EventType.CREATED else f"[QUEUE_{entity}_UPDATE]"
 
 
-def wake(sync_ids: list[int]) -> None:
-    """Send the Celery hint. A broker outage only delays delivery: the sweeper finds the pending rows."""
+def wake(integration_ids: list[int]) -> None:
+    """After commit: ask a worker to deliver these integrations' due rows. Never waits on the broker: a background
+    thread sends the hint, one per integration however many rows are waiting. A lost hint only delays: the sweeper
+    finds the pending rows."""
     from django.conf import settings
 
-    if not settings.SYNC_WAKEUP_ENABLED:
-        return
-    from integrations.tasks import dispatch_sync
+    if settings.SYNC_WAKEUP_ENABLED:
+        _wakeups.submit(integration_ids)
 
-    for sync_id in sync_ids:
+
+def _send_wakeups(integration_ids: list[int]) -> None:
+    from integrations.tasks import dispatch_integration
+
+    for integration_id in dict.fromkeys(integration_ids):
         try:
-            dispatch_sync.apply_async(args=[sync_id], retry=False)
-        except Exception as exc:  # noqa: BLE001 - any broker failure must not break the committed write
+            dispatch_integration.apply_async(args=[integration_id], retry=False)
+        except Exception as exc:  # noqa: BLE001 - a broker failure must not end the sender thread
             log.warning(
-                "[QUEUE] wake-up for sync=%s not sent (%s); the sweeper will deliver it", sync_id, type(exc).__name__
+                "[QUEUE] wake-up for integration=%s not sent (%s); the sweeper will deliver its rows",
+                integration_id,
+                type(exc).__name__,
             )
             return
+
+
+# Rows committed while a hint is being sent (or while the broker is down or hung, within its bounded timeouts) wait
+# for the next send, and an integration already waiting is not queued twice: at most one hint per integration
+# waits in each process, and an outage costs one failed send per broker timeout, not one per write.
+_wakeups = BackgroundSender("sync-wakeup", _send_wakeups, coalesce=True)

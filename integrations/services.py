@@ -403,7 +403,7 @@ def sync_replay(*, sync: IntegrationSync) -> IntegrationSync:
         row.save()
         from integrations.outbox import wake
 
-        transaction.on_commit(lambda: wake([row.pk]))
+        transaction.on_commit(lambda: wake([row.integration_id]))
     return row
 
 

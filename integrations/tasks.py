@@ -13,7 +13,8 @@ log = logging.getLogger("integrations.worker")
 
 @shared_task(name="integrations.tasks.dispatch_sync", ignore_result=True)
 def dispatch_sync(sync_id: int) -> int:
-    """Wake-up hint for one new row: deliver a batch of that row's integration (the row itself if it is due)."""
+    """Wake-up hint naming one row: deliver a batch of that row's integration. Kept for hints queued before wake-ups
+    named the integration (outbox.wake sends dispatch_integration now)."""
     integration_id = IntegrationSync.objects.filter(pk=sync_id).values_list("integration_id", flat=True).first()
     if integration_id is None:
         return 0

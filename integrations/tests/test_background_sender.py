@@ -41,6 +41,26 @@ def test_the_caller_does_not_wait_for_a_slow_send():
     assert sender.flush(5) and sent == [7]
 
 
+def test_a_coalescing_sender_queues_a_waiting_id_once_and_an_id_taken_for_a_send_again():
+    release, entered = threading.Event(), threading.Event()
+    batches: list[list[int]] = []
+
+    def send(ids):
+        entered.set()
+        release.wait(5)
+        batches.append(ids)
+
+    sender = BackgroundSender("test-coalesce", send, coalesce=True)
+    sender.submit([1])
+    assert entered.wait(5)  # [1] is being sent: a 1 submitted now may follow a change that send did not see
+    sender.submit([2, 1])
+    sender.submit([1, 2, 2])
+    sender.submit([3])
+    release.set()
+    assert sender.flush(5)
+    assert batches == [[1], [2, 1, 3]]
+
+
 def test_a_failing_send_is_logged_and_the_thread_goes_on(caplog):
     calls: list[list[int]] = []
 

@@ -586,7 +586,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
                     )  # fmt: skip
                 elif action == "broker_down":
                     # A web node whose broker is unreachable: its writes commit, their on-commit wake-ups fail
-                    # (each refused publish costs ~6 s of client retries); only beat's sweep can deliver them.
+                    # (in its background thread, within bounded broker timeouts); only beat's sweep can deliver them.
                     api.base, t_dead, rows_before = nobroker_base, time.monotonic(), IntegrationSync.objects.count()
                     broker_down_left = 3
                 elif action == "pg_terminate":
