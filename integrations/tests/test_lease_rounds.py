@@ -121,9 +121,9 @@ def test_portal_slower_than_the_lease_still_makes_exactly_one_deal_per_order(
 def test_a_round_that_loses_its_lease_stops_and_releases_what_it_did_not_send(
     bitrix_sandbox, bitrix_integration, scaled
 ):
-    # One token per 6.7 s: the round's second call waits for its token past the end of the 3 s lease, and past the
+    # One token per 8.3 s: the round's second call waits for its token past the end of the 3 s lease, and past the
     # one more worst-case call (2.5 s) after which another worker may take the rows over.
-    bitrix_integration.rate_limit = "0.15/1"
+    bitrix_integration.rate_limit = "0.12/1"
     bitrix_integration.save()
     user = UserFactory()
     order = order_services.order_create(user=user, title="late round", amount="5.00")
@@ -167,9 +167,9 @@ def test_a_takeover_does_not_create_while_the_earlier_holders_create_may_be_in_f
     drain_all()  # the contact exists and is linked
     order = order_services.order_create(user=user, title="in flight", amount="5.00")
     [held] = services.sync_claim_due(integration=bitrix_integration)  # the earlier holder of the row
-    # Just before its lease ends, the earlier holder's create goes out and is answered (and applied) 2 s later.
+    # Just before its lease ends, the earlier holder's create goes out and is answered (and applied) 1.5 s later.
     time.sleep(max((held.sync.lease_expires_at - timezone.now()).total_seconds() - 0.3, 0))
-    bitrix_sandbox.set_faults(slow_seconds=2.0, timeout_seconds=3)
+    bitrix_sandbox.set_faults(slow_seconds=1.5, timeout_seconds=3)
     bitrix_sandbox.fail_next(1, "slow")
     client = bitrix_client_for(bitrix_integration)
     fields = {"TITLE": "in flight", "ORIGINATOR_ID": django_settings.BITRIX_ORIGINATOR_ID, "ORIGIN_ID": str(order.pk)}
