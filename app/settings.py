@@ -7,6 +7,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from integrations.policy import lease_too_short  # pure: no Django models
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 DATA_DIR = Path(env.str("EMBEDDED_DATA_DIR", default=str(BASE_DIR / ".data")))
@@ -181,6 +183,7 @@ N8N_WEBHOOK_URL = env.str("N8N_WEBHOOK_URL", default="")
 N8N_WEBHOOK_SECRET = env.str("N8N_WEBHOOK_SECRET", default="")
 # Events of different objects POSTed at once by one worker (one object's events always go one after another).
 N8N_CONCURRENCY = env.int("N8N_CONCURRENCY", default=8)
+N8N_TIMEOUT = env.tuple("N8N_TIMEOUT", cast=float, default=(5.0, 15.0))  # connect, read seconds of every event POST
 # When set, /metrics answers only scrapers sending `Authorization: Bearer <token>`.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # 20 tries at 5 s doubling, capped at 6 h, with full jitter: a sync keeps retrying for about a day before `dead`.
@@ -188,6 +191,13 @@ SYNC_MAX_ATTEMPTS = env.int("SYNC_MAX_ATTEMPTS", default=20)
 SYNC_RETENTION_DAYS = env.int("SYNC_RETENTION_DAYS", default=90)
 SYNC_FAILED_RETENTION_DAYS = env.int("SYNC_FAILED_RETENTION_DAYS", default=365)
 SYNC_LEASE_SECONDS = env.int("SYNC_LEASE_SECONDS", default=120)
+# A delivery round extends its lease between calls and sends nothing its lease cannot outlast, so the lease must be
+# longer than any single call (docs/architecture.md, "Leases"): refused at start instead of never sending.
+_lease_problem = lease_too_short(
+    SYNC_LEASE_SECONDS, {"BITRIX_TIMEOUT": sum(BITRIX_TIMEOUT), "N8N_TIMEOUT": sum(N8N_TIMEOUT)}
+)
+if _lease_problem:
+    raise ImproperlyConfigured(_lease_problem)
 SYNC_WAKEUP_ENABLED = env.bool("SYNC_WAKEUP_ENABLED", default=True)
 INBOUND_MAX_BODY_BYTES = env.int("INBOUND_MAX_BODY_BYTES", default=256 * 1024)
 # Send the processing message of a stored inbound call from a background thread (the answer does not wait on the

@@ -49,7 +49,13 @@ def _explain(integration_id: int, user) -> str:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + services._CLAIM_SQL,
-            {"lease": settings.SYNC_LEASE_SECONDS, "token": None, "integration": integration_id, "limit": 50},
+            {
+                "lease": settings.SYNC_LEASE_SECONDS,
+                "grace": 0,
+                "token": None,
+                "integration": integration_id,
+                "limit": 50,
+            },
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
         transaction.set_rollback(True)

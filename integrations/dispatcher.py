@@ -3,9 +3,11 @@
 import logging
 import time
 
+from django.conf import settings
 from django.utils import timezone
 
 from integrations import services
+from integrations.lease import RoundLease
 from integrations.models import DUE_STATUSES, Integration, IntegrationSync, SyncStatus
 from integrations.policy import Verdict
 from integrations.targets import target_for
@@ -25,9 +27,18 @@ def dispatch_once(integration_id: int, *, limit: int | None = None) -> int:
         return 0
     target = target_for(integration.kind)
     limit = limit or getattr(target, "claim_limit", DEFAULT_CLAIM_LIMIT)
-    claimed = services.sync_claim_due(integration=integration, limit=limit, coalesce=target.coalesces)
+    before_claim = time.monotonic()
+    claimed = services.sync_claim_due(
+        integration=integration, limit=limit, coalesce=target.coalesces, takeover_grace=target.worst_call_seconds()
+    )
     if not claimed:
         return 0
+    lease = RoundLease(
+        ids=[c.id for c in claimed],
+        token=claimed[0].sync.claim_token,
+        seconds=settings.SYNC_LEASE_SECONDS,
+        started=before_claim,
+    )
     started = timezone.now()
     if not integration.enabled:
         reason = f"integration disabled{': ' + integration.disabled_reason if integration.disabled_reason else ''}"
@@ -35,7 +46,7 @@ def dispatch_once(integration_id: int, *, limit: int | None = None) -> int:
         return len(claimed)
     log.info("[WORKER] integration=%s claimed %s syncs: %s", integration.pk, len(claimed), [c.id for c in claimed][:20])
     try:
-        outcomes = target.deliver(integration, claimed)
+        outcomes = target.deliver(integration, claimed, lease)
     except DATA_ERRORS as exc:  # bad data cannot get better by retrying: end it with the reason
         log.exception("[WORKER] integration=%s target failed on data", integration.pk)
         outcomes = {c.id: Outcome(verdict=Verdict.TERMINAL, error=f"{type(exc).__name__}: {exc}") for c in claimed}

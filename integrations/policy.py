@@ -60,3 +60,23 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+# A delivery round sends a request only while its lease outlasts the request's worst case by this share of the lease
+# (slack for the guard's own query, clock rates and a server still finishing a request the client gave up on).
+LEASE_MARGIN_SHARE = 0.1
+
+
+def lease_margin(lease_seconds: float) -> float:
+    return lease_seconds * LEASE_MARGIN_SHARE
+
+
+def lease_too_short(lease_seconds: float, worst_calls: dict[str, float]) -> str:
+    """Why a lease cannot cover one call of each kind (connect + read timeout, plus the margin); '' when it can."""
+    for name, seconds in worst_calls.items():
+        if seconds + lease_margin(lease_seconds) > lease_seconds:
+            return (
+                f"SYNC_LEASE_SECONDS={lease_seconds:g} is too short for {name} (a call may take {seconds:g} s): it "
+                f"must be at least {seconds / (1 - LEASE_MARGIN_SHARE):.1f} s, or the timeouts shorter"
+            )
+    return ""

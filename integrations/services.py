@@ -34,13 +34,16 @@ MAX_PAUSE_SECONDS = 3600
 # Head-of-line rows only: a row is claimable when no earlier row of the same object and integration is still open.
 # The due conditions sit on the locked table itself so that PostgreSQL re-checks them after waiting for a
 # concurrent claimer (READ COMMITTED re-evaluation); each OR branch matches one partial index.
+# A row whose lease expired is taken over only once one more worst-case call (`grace`) has passed: a request its
+# holder sent just before the end of the lease has then surely ended, so a lookup sees what it did.
 _CLAIM_SQL = """
 WITH picked AS (
     SELECT s.id, s.status AS old_status, s.claim_token AS old_token, s.updated_at AS old_claimed_at
     FROM integrations_integrationsync s
     WHERE s.integration_id = %(integration)s
       AND ((s.status IN ('pending', 'retrying') AND s.next_attempt_at <= clock_timestamp())
-           OR (s.status = 'in_progress' AND s.lease_expires_at < clock_timestamp()))
+           OR (s.status = 'in_progress'
+               AND s.lease_expires_at < clock_timestamp() - %(grace)s * interval '1 second'))
       AND NOT EXISTS (
         SELECT 1 FROM integrations_integrationsync e
         WHERE e.content_type_id = s.content_type_id AND e.object_id = s.object_id
@@ -64,11 +67,14 @@ LOST_ROUND = (
 )
 
 
-def sync_claim_due(*, integration: Integration, limit: int = 50, coalesce: bool = False) -> list[Claimed]:
+def sync_claim_due(
+    *, integration: Integration, limit: int = 50, coalesce: bool = False, takeover_grace: float = 0.0
+) -> list[Claimed]:
     """Claim due head-of-line rows with SKIP LOCKED and a lease; commits before any HTTP happens.
 
-    A row taken over from an expired lease gets the lost round written down as an `unknown` attempt first, so the
-    history shows that a worker ran and never reported (and which claim token its requests carried)."""
+    A row taken over from an expired lease (expired more than `takeover_grace` seconds ago: the target's worst-case
+    call) gets the lost round written down as an `unknown` attempt first, so the history shows that a worker ran and
+    never reported (and which claim token its requests carried)."""
     token = uuid.uuid4()
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -76,6 +82,7 @@ def sync_claim_due(*, integration: Integration, limit: int = 50, coalesce: bool 
                 _CLAIM_SQL,
                 {
                     "lease": settings.SYNC_LEASE_SECONDS,
+                    "grace": takeover_grace,
                     "token": token,
                     "integration": integration.pk,
                     "limit": limit,
@@ -106,6 +113,22 @@ def sync_claim_due(*, integration: Integration, limit: int = 50, coalesce: bool 
     if not coalesce:
         return [Claimed(sync=row, data=row.payload) for row in rows]
     return _with_followers(rows)
+
+
+# Extends the lease of the round's rows that are still its own; rows taken over (another claim token) are not.
+_EXTEND_LEASE_SQL = """
+UPDATE integrations_integrationsync
+SET lease_expires_at = clock_timestamp() + %(lease)s * interval '1 second'
+WHERE id = ANY(%(ids)s) AND claim_token = %(token)s AND status = 'in_progress'
+RETURNING id
+"""
+
+
+def sync_lease_extend(*, ids: list[int], token, seconds: float) -> set[int]:
+    """Renew the lease of a round's rows from now; returns the ids still held by `token` (committed at once)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_EXTEND_LEASE_SQL, {"lease": seconds, "ids": list(ids), "token": token})
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _with_followers(rows: list[IntegrationSync]) -> list[Claimed]:
@@ -417,6 +440,7 @@ __all__ = [
     "sync_claim_due",
     "sync_complete",
     "sync_complete_many",
+    "sync_lease_extend",
     "sync_replay",
     "link_get",
     "link_set",

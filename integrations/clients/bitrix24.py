@@ -148,7 +148,9 @@ class BitrixClient:
     """POSTs JSON to <webhook_url><method>.json; `acquire` (the shared rate limiter) runs before each request.
 
     `request_id`, when set, goes out as the X-Request-Id header of every request, so a portal-side request log can be
-    matched to the delivery round (or inbound call) that made it; Bitrix24 ignores the header."""
+    matched to the delivery round (or inbound call) that made it; Bitrix24 ignores the header. `before_send`, when
+    set, runs after the rate-limit token and right before each request (a delivery round's lease check); whatever it
+    raises stops the request from being sent."""
 
     def __init__(
         self,
@@ -157,12 +159,14 @@ class BitrixClient:
         acquire: Callable[[], Any] | None = None,
         request_id: str = "",
         on_rate_limited: Callable[[], Any] | None = None,
+        before_send: Callable[[], Any] | None = None,
     ):
         self._webhook_url = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
         self.session = session or TimeoutSession(5, 65)
         self.acquire = acquire
         self.request_id = request_id
         self.on_rate_limited = on_rate_limited
+        self.before_send = before_send
 
     def __repr__(self) -> str:
         return f"BitrixClient({self.masked_url})"
@@ -202,6 +206,8 @@ class BitrixClient:
         # A limiter that explicitly answers False (no token in time) vetoes the request instead of being ignored.
         if self.acquire is not None and self.acquire() is False:
             return HttpResult(status=None, error_class=LOCAL_RATE_LIMIT, error="local rate limiter gave no token")
+        if self.before_send is not None:
+            self.before_send()
         headers = {REQUEST_ID_HEADER: self.request_id} if self.request_id else None
         result = send(self.session, "POST", f"{self._webhook_url}{method}.json", json=payload, headers=headers)
         if self.on_rate_limited is not None and result.status in RATE_LIMIT_STATUSES:

@@ -101,8 +101,10 @@ class N8nClient:
         event_id: str,
         body: bytes,
         timestamp: int | None = None,
+        timeout: tuple[float, float] | None = None,
     ) -> HttpResult:
-        """POST body signed for event_id; a fresh timestamp per attempt keeps retries inside receivers' tolerance."""
+        """POST body signed for event_id; a fresh timestamp per attempt keeps retries inside receivers' tolerance.
+        timeout: (connect, read) seconds, else the session's."""
         timestamp = int(time.time()) if timestamp is None else int(timestamp)
         headers = {
             "content-type": "application/json",
@@ -111,4 +113,4 @@ class N8nClient:
             "webhook-signature": signature_header(secrets, event_id, timestamp, body),
             "user-agent": USER_AGENT,
         }
-        return send(self.session, "POST", url, data=body, headers=headers)
+        return send(self.session, "POST", url, data=body, headers=headers, timeout=timeout)

@@ -1,11 +1,14 @@
 """The target interface: a target receives claimed syncs and returns one Outcome per sync."""
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from integrations.clients.http import HttpResult
 from integrations.models import Integration, IntegrationSync
 from integrations.policy import Verdict
+
+if TYPE_CHECKING:
+    from integrations.lease import RoundLease
 
 
 @dataclass
@@ -37,4 +40,11 @@ class Outcome:
 class Target(Protocol):
     coalesces: bool
 
-    def deliver(self, integration: Integration, claimed: list[Claimed]) -> dict[int, Outcome]: ...
+    def worst_call_seconds(self) -> float:
+        """How long one request can take at most (connect + read timeout): the lease must outlast it."""
+        ...
+
+    def deliver(self, integration: Integration, claimed: list[Claimed], lease: "RoundLease") -> dict[int, Outcome]:
+        """One outcome per claimed row; `lease.ensure(worst_call_seconds())` before each request. A row the target
+        did not send because the round stopped (LeaseLost) gets a DEFERRED outcome: released, no attempt used."""
+        ...

@@ -14,10 +14,11 @@ from django.utils import timezone
 
 from integrations import payloads, policy
 from integrations.clients.bitrix24 import BitrixClient, BitrixResponse
+from integrations.lease import LeaseLost, RoundLease
 from integrations.models import AttemptOutcome, EventType, ExternalLink, Integration, SyncAttempt
 from integrations.policy import Verdict
 from integrations.targets.base import Claimed, Outcome
-from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
+from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for, call_worst_case
 
 log = logging.getLogger("integrations.worker")
 BATCH_SIZE = 50
@@ -50,10 +51,16 @@ class BitrixTarget:
     def __init__(self, client_factory=None):
         self.client_factory = client_factory or _default_client
 
-    def deliver(self, integration: Integration, claimed: list[Claimed]) -> dict[int, Outcome]:
+    def worst_call_seconds(self) -> float:
+        return call_worst_case()
+
+    def deliver(self, integration: Integration, claimed: list[Claimed], lease: RoundLease) -> dict[int, Outcome]:
         client = self.client_factory(integration)
         # The round's claim token names every request of this round (SyncAttempt.claim_token holds the same value).
         client.request_id = f"sync:{claimed[0].sync.claim_token}"
+        # After the rate-limit wait, right before each request: no request goes out that the lease does not outlast.
+        worst = self.worst_call_seconds()
+        client.before_send = lambda: lease.ensure(worst)
         links = {
             (link.content_type_id, link.object_id): link
             for link in ExternalLink.objects.filter(
@@ -68,8 +75,9 @@ class BitrixTarget:
             self._attach_contacts(integration, deals, contacts)
             self._run(client, [d for d in deals if d.outcome is None], "crm.deal")
         except RateLimitTimeout as exc:
-            for plan in contacts + deals:
-                plan.outcome = plan.outcome or Outcome(verdict=Verdict.DEFERRED, retry_after=exc.wait, error=str(exc))
+            _defer_unsent(contacts + deals, error=str(exc), retry_after=exc.wait)
+        except LeaseLost as exc:  # the round stops: what it has not sent is released (not an attempt)
+            _defer_unsent(contacts + deals, error=str(exc))
         return {
             p.item.id: p.outcome or Outcome(verdict=Verdict.RETRYABLE, error="not attempted") for p in contacts + deals
         }
@@ -223,6 +231,11 @@ def _mark_lookups(plans: list[Plan]) -> None:
     for plan in candidates:
         sync = plan.item.sync
         plan.needs_lookup = sync.event_type != EventType.CREATED or sync.attempts > 1 or sync.pk in tried
+
+
+def _defer_unsent(plans: list[Plan], *, error: str, retry_after: float | None = None) -> None:
+    for plan in plans:
+        plan.outcome = plan.outcome or Outcome(verdict=Verdict.DEFERRED, retry_after=retry_after, error=error)
 
 
 def _lookup_params(plan: Plan) -> dict:

@@ -43,6 +43,11 @@ def limiter_for(integration: Integration, bucket: TokenBucket | None = None):
     return acquire
 
 
+def call_worst_case() -> float:
+    """The longest one portal request can take once its rate-limit token is taken: connect + read timeout."""
+    return float(sum(settings.BITRIX_TIMEOUT))
+
+
 def bitrix_client_for(integration: Integration, *, request_id: str = "") -> BitrixClient:
     """The one way production code talks to a portal: BITRIX_TIMEOUT on every request, the shared bucket before it,
     and the bucket emptied when the portal answers that it is over its limit."""

@@ -3,13 +3,14 @@
 import json
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.conf import settings
 from django.utils import timezone
 
 from integrations import payloads, policy
 from integrations.clients.n8n import N8nClient
+from integrations.lease import LeaseLost, RoundLease
 from integrations.models import Integration
 from integrations.policy import Verdict
 from integrations.targets.base import Claimed, Outcome
@@ -28,26 +29,49 @@ class N8nTarget:
     def __init__(self, client: N8nClient | None = None):
         self.client = client or N8nClient()
 
-    def deliver(self, integration: Integration, claimed: list[Claimed]) -> dict[int, Outcome]:
+    def worst_call_seconds(self) -> float:
+        return float(sum(settings.N8N_TIMEOUT))
+
+    def deliver(self, integration: Integration, claimed: list[Claimed], lease: RoundLease) -> dict[int, Outcome]:
         secrets = active_secrets(integration)
         if not secrets:
             error = "no signing secret configured for this n8n integration (set one in the admin)"
             return {item.id: Outcome(verdict=Verdict.TERMINAL, error=error) for item in claimed}
-        # A claimed batch holds at most one row per object (head of line), so its POSTs may run side by side.
-        gone = threading.Event()
-
-        def deliver_one(item: Claimed) -> Outcome | None:
-            if gone.is_set():
-                return None  # 410 seen: not sent; the dispatcher's next round finds the integration disabled
-            outcome = self._deliver_one(integration, item, secrets)
-            if outcome.disable_integration:
-                gone.set()
-            return outcome
-
+        # A claimed batch holds at most one row per object (head of line), so its POSTs may run side by side, up to
+        # N8N_CONCURRENCY at once. Each POST starts only when a slot is free and the lease outlasts it (checked here,
+        # in the round's own thread and DB connection), so no event of this round is still in flight once the lease
+        # has ended and the object's next event may go out from another worker.
         workers = max(1, min(settings.N8N_CONCURRENCY, len(claimed)))
+        slots, gone = threading.Semaphore(workers), threading.Event()
+        worst = self.worst_call_seconds()
+        sent: dict[int, Future] = {}
+        stopped = ""
+
+        def deliver_one(item: Claimed) -> Outcome:
+            try:
+                outcome = self._deliver_one(integration, item, secrets)
+                if outcome.disable_integration:
+                    gone.set()
+                return outcome
+            finally:
+                slots.release()
+
         with ThreadPoolExecutor(workers, thread_name_prefix="n8n") as pool:
-            results = list(pool.map(deliver_one, claimed))
-        return {item.id: outcome for item, outcome in zip(claimed, results, strict=True) if outcome is not None}
+            for item in claimed:
+                slots.acquire()
+                if gone.is_set():  # 410 seen: not sent; the dispatcher's next round finds the integration disabled
+                    break
+                try:
+                    lease.ensure(worst)
+                except LeaseLost as exc:
+                    stopped = str(exc)
+                    break
+                sent[item.id] = pool.submit(deliver_one, item)
+        outcomes = {pk: future.result() for pk, future in sent.items()}
+        if stopped:  # released at once: nothing of these objects is in flight
+            release = Outcome(verdict=Verdict.DEFERRED, error=stopped)
+            outcomes.update({item.id: release for item in claimed if item.id not in sent})
+        return outcomes
 
     def _deliver_one(self, integration: Integration, item: Claimed, secrets: list[str]) -> Outcome:
         sync = item.sync
@@ -62,7 +86,9 @@ class N8nTarget:
             changes=sync.changes,
         )
         raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
-        result = self.client.post_event(integration.endpoint, secrets=secrets, event_id=str(sync.event_id), body=raw)
+        result = self.client.post_event(
+            integration.endpoint, secrets=secrets, event_id=str(sync.event_id), body=raw, timeout=settings.N8N_TIMEOUT
+        )
         summary = f"POST n8n {body['type']} id={sync.event_id} seq={sync.sequence} bytes={len(raw)}"
         log.info("[WORKER] n8n sync=%s %s → %s", sync.pk, body["type"], result.status or result.error_class)
         if result.status == 410:

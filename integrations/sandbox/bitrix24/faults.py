@@ -6,8 +6,9 @@ import time
 from collections import deque
 from typing import Any
 
-FAULT_KINDS = ("error_5xx", "timeout", "lost_response", "operation_limit")
+FAULT_KINDS = ("error_5xx", "timeout", "lost_response", "operation_limit", "slow")
 DEFAULT_TIMEOUT_SECONDS = 70.0  # longer than the client's 65 s read timeout
+DEFAULT_SLOW_SECONDS = 1.0
 
 
 class FaultInjector:
@@ -23,6 +24,7 @@ class FaultInjector:
             self._forced: deque[str] = deque()
             self._rng = random.Random()
             self.timeout_seconds = DEFAULT_TIMEOUT_SECONDS
+            self.slow_seconds = DEFAULT_SLOW_SECONDS
 
     def configure(
         self,
@@ -32,10 +34,13 @@ class FaultInjector:
         operation_limit: float = 0.0,
         seed: int | None = None,
         timeout_seconds: float | None = None,
+        slow: float = 0.0,
+        slow_seconds: float | None = None,
     ) -> None:
-        """Replace all probabilities (0..1 each, drawn once per request); seed makes the sequence repeatable."""
+        """Replace all probabilities (0..1 each, drawn once per request); seed makes the sequence repeatable.
+        A 'slow' request is held slow_seconds, then applied and answered (a busy portal: the write lands late)."""
         rates = {"error_5xx": error_5xx, "timeout": timeout, "lost_response": lost_response}
-        rates["operation_limit"] = operation_limit
+        rates["operation_limit"], rates["slow"] = operation_limit, slow
         if any(not 0.0 <= float(v) <= 1.0 for v in rates.values()) or sum(map(float, rates.values())) > 1.0:
             raise ValueError("fault probabilities must be within 0..1 and sum to at most 1")
         with self._lock:
@@ -44,6 +49,8 @@ class FaultInjector:
                 self._rng = random.Random(seed)
             if timeout_seconds is not None:
                 self.timeout_seconds = float(timeout_seconds)
+            if slow_seconds is not None:
+                self.slow_seconds = float(slow_seconds)
 
     def fail_next(self, n: int, kind: str) -> None:
         """Force the next n portal requests to fail with kind."""
@@ -66,7 +73,12 @@ class FaultInjector:
 
     def settings(self) -> dict[str, Any]:
         with self._lock:
-            return {**self._rates, "timeout_seconds": self.timeout_seconds, "forced": list(self._forced)}
+            return {
+                **self._rates,
+                "timeout_seconds": self.timeout_seconds,
+                "slow_seconds": self.slow_seconds,
+                "forced": list(self._forced),
+            }
 
 
 class LeakyBucket:

@@ -116,12 +116,17 @@ class BitrixSandbox:
         operation_limit: float = 0.0,
         seed: int | None = None,
         timeout_seconds: float | None = None,
+        slow: float = 0.0,
+        slow_seconds: float | None = None,
     ) -> None:
-        """Replace fault probabilities; timeout_seconds is how long a 'timeout' request hangs before the drop."""
-        self.faults.configure(error_5xx, timeout, lost_response, operation_limit, seed, timeout_seconds)
+        """Replace fault probabilities; timeout_seconds is how long a 'timeout' request hangs before the drop,
+        slow_seconds how long a 'slow' one is held before it is applied and answered."""
+        self.faults.configure(
+            error_5xx, timeout, lost_response, operation_limit, seed, timeout_seconds, slow, slow_seconds
+        )
 
     def fail_next(self, n: int, kind: str) -> None:
-        """Make the next n REST requests fail with kind (error_5xx, timeout, lost_response, operation_limit)."""
+        """Make the next n REST requests fail with kind (error_5xx, timeout, lost_response, operation_limit, slow)."""
         self.faults.fail_next(n, kind)
 
     @property
@@ -213,6 +218,8 @@ class BitrixSandbox:
         if fault == "timeout":  # hangs, then closes without answering; nothing was applied
             self._record(method, summary, None, fault)
             return Reply(drop=True, delay=self.faults.timeout_seconds)
+        if fault == "slow" and self._stopping.wait(self.faults.slow_seconds):
+            return Reply(drop=True)  # stopped while holding the request
         if fault == "operation_limit":
             block = time_block(started, operating=480.0)
             block["operating_reset_at"] = int(started + self.operation_reset_seconds)
@@ -223,7 +230,7 @@ class BitrixSandbox:
             self._record(method, summary, None, fault)
             return Reply(drop=True)
         payload = {**outcome.body, "time": time_block(started)} if outcome.ok else outcome.body
-        return self._finish(method, summary, outcome.status, payload)
+        return self._finish(method, summary, outcome.status, payload, fault)  # fault: '' or 'slow' here
 
     def _finish(self, method: str, summary: str, status: int, payload: dict[str, Any], fault: str = "") -> Reply:
         self._record(method, summary, status, fault)

@@ -144,6 +144,7 @@ def child_env(db_name: str, application_token: str) -> dict:
         SECRET_KEY=os.environ.get("SECRET_KEY") or "faults-suite-only",
         DEBUG="false",
         BITRIX_TIMEOUT="2,1",
+        N8N_TIMEOUT="1,2",  # a call fits in the 5 s lease with its margin (settings refuse a shorter lease)
         SYNC_LEASE_SECONDS="5",
         SYNC_WAKEUP_ENABLED="true",
         BITRIX_WEBHOOK_TOKEN=INBOUND_TOKEN,
