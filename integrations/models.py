@@ -66,6 +66,14 @@ class Integration(models.Model):
     def wants(self, event_name: str) -> bool:
         return not self.event_filter or event_name in self.event_filter
 
+    def clean(self) -> None:
+        """The shared validator (admin form, bootstrap): a typo is refused here, not found at delivery."""
+        from integrations.config import validate_integration_config  # it imports this module
+
+        validate_integration_config(
+            kind=self.kind, endpoint=self.endpoint, secret=self.secret, rate_limit=self.rate_limit
+        )
+
 
 class SequenceCounter(models.Model):
     """Per (integration, object) counter; incremented with INSERT … ON CONFLICT so commits serialise per object."""

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from integrations import payloads, policy
 from integrations.clients.bitrix24 import BitrixClient, BitrixResponse
+from integrations.errors import ConfigurationError
 from integrations.models import AttemptOutcome, EventType, ExternalLink, Integration, SyncAttempt
 from integrations.policy import Verdict
 from integrations.targets.base import Claimed, Outcome
@@ -70,6 +71,9 @@ class BitrixTarget:
         except RateLimitTimeout as exc:
             for plan in contacts + deals:
                 plan.outcome = plan.outcome or Outcome(verdict=Verdict.DEFERRED, retry_after=exc.wait, error=str(exc))
+        except ConfigurationError as exc:  # the dispatcher pauses; what this round already obtained is kept
+            exc.outcomes = {p.item.id: p.outcome for p in contacts + deals if p.outcome is not None}
+            raise
         return {
             p.item.id: p.outcome or Outcome(verdict=Verdict.RETRYABLE, error="not attempted") for p in contacts + deals
         }

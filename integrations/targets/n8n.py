@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from integrations import payloads, policy
 from integrations.clients.n8n import N8nClient
+from integrations.errors import ConfigurationError
 from integrations.models import Integration
 from integrations.policy import Verdict
 from integrations.targets.base import Claimed, Outcome
@@ -26,15 +27,20 @@ class N8nTarget:
     def deliver(self, integration: Integration, claimed: list[Claimed]) -> dict[int, Outcome]:
         secrets = active_secrets(integration)
         if not secrets:
-            error = "no signing secret configured for this n8n integration (set one in the admin)"
-            return {item.id: Outcome(verdict=Verdict.TERMINAL, error=error) for item in claimed}
+            raise ConfigurationError("no signing secret configured for this n8n integration (set one in the admin)")
         # A claimed batch holds at most one row per object (head of line), so its POSTs may run side by side.
         gone = threading.Event()
+        misconfigured: list[ConfigurationError] = []
 
         def deliver_one(item: Claimed) -> Outcome | None:
             if gone.is_set():
-                return None  # 410 seen: not sent; the dispatcher's next round finds the integration disabled
-            outcome = self._deliver_one(integration, item, secrets)
+                return None  # 410 seen or a secret unusable: not sent
+            try:
+                outcome = self._deliver_one(integration, item, secrets)
+            except ConfigurationError as exc:
+                misconfigured.append(exc)
+                gone.set()
+                return None
             if outcome.disable_integration:
                 gone.set()
             return outcome
@@ -42,7 +48,10 @@ class N8nTarget:
         workers = max(1, min(settings.N8N_CONCURRENCY, len(claimed)))
         with ThreadPoolExecutor(workers, thread_name_prefix="n8n") as pool:
             results = list(pool.map(deliver_one, claimed))
-        return {item.id: outcome for item, outcome in zip(claimed, results, strict=True) if outcome is not None}
+        outcomes = {item.id: outcome for item, outcome in zip(claimed, results, strict=True) if outcome is not None}
+        if misconfigured:  # the dispatcher pauses; the POSTs already answered keep their outcomes
+            raise ConfigurationError(str(misconfigured[0]), outcomes=outcomes)
+        return outcomes
 
     def _deliver_one(self, integration: Integration, item: Claimed, secrets: list[str]) -> Outcome:
         sync = item.sync
