@@ -8,6 +8,7 @@ from django.utils import timezone
 from integrations import config, services
 from integrations.clients.n8n import generate_secret
 from integrations.masking import mask_endpoint, mask_secret
+from integrations.missed import integration_reenabled
 from integrations.models import (
     ExternalLink,
     Heartbeat,

@@ -36,7 +36,9 @@ def decode_secret(secret: str) -> bytes:
     except (binascii.Error, ValueError):
         raise ConfigurationError("Webhook secret after 'whsec_' is not valid base64.") from None
     if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
-        raise ConfigurationError(f"Webhook secret must decode to {MIN_KEY_BYTES}-{MAX_KEY_BYTES} bytes, got {len(key)}.")
+        raise ConfigurationError(
+            f"Webhook secret must decode to {MIN_KEY_BYTES}-{MAX_KEY_BYTES} bytes, got {len(key)}."
+        )
     return key
 
 
