@@ -48,9 +48,25 @@ class IntegrationForm(forms.ModelForm):
 @admin.register(Integration)
 class IntegrationAdmin(admin.ModelAdmin):
     form = IntegrationForm
-    list_display = ["name", "kind", "enabled", "masked_endpoint", "masked_secret", "disabled_reason", "last_success_at"]
+    list_display = [
+        "name",
+        "kind",
+        "enabled",
+        "masked_endpoint",
+        "masked_secret",
+        "disabled_reason",
+        "paused_until",
+        "last_success_at",
+    ]
     list_filter = ["kind", "enabled"]
-    readonly_fields = ["masked_endpoint", "masked_secret", "last_success_at", "last_failure_at", "consecutive_failures"]
+    readonly_fields = [
+        "masked_endpoint",
+        "masked_secret",
+        "paused_until",
+        "last_success_at",
+        "last_failure_at",
+        "consecutive_failures",
+    ]
     actions = ["rotate_secret"]
 
     @admin.display(description="endpoint")
