@@ -2,6 +2,8 @@
 with the reason and ends nothing (rows stay due, outcomes already obtained are kept). Real PostgreSQL, sandboxes over
 real HTTP."""
 
+from io import StringIO
+
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
@@ -207,3 +209,9 @@ def order_ct() -> int:
     from orders.models import Order
 
     return ContentType.objects.get_for_model(Order).pk
+
+
+def test_bitrix_check_names_a_configuration_error_instead_of_a_traceback(bitrix_sandbox, bitrix_integration):
+    Integration.objects.filter(pk=bitrix_integration.pk).update(rate_limit="2")
+    with pytest.raises(CommandError, match="configuration error: rate limit must be"):
+        call_command("bitrix_check", stdout=StringIO())

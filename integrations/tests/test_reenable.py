@@ -2,6 +2,7 @@
 stream) replays nothing unless an operator asks (`sync_retry --skipped`). Real PostgreSQL, sandboxes over real HTTP."""
 
 import json
+from io import StringIO
 
 import pytest
 from django.core.management import call_command
@@ -130,3 +131,16 @@ def test_sync_retry_does_not_touch_skipped_rows_without_the_flag(n8n_receiver, n
     call_command("sync_retry", "--integration", n8n_integration.name)
     drain_all()
     assert n8n_receiver.events == []
+
+
+def test_the_sync_enable_command_enables_and_catches_bitrix_up(bitrix_sandbox, bitrix_integration):
+    out = StringIO()
+    call_command("sync_enable", bitrix_integration.name, "--disable", "--reason", "portal migration", stdout=out)
+    order = OrderFactory()
+    call_command("sync_enable", bitrix_integration.name, stdout=out)
+    call_command("sync_enable", bitrix_integration.name, stdout=out)
+    text = out.getvalue()
+    assert "disabled: portal migration" in text and "latest state queued for 2 objects" in text
+    assert "is enabled already" in text
+    drain_all()
+    assert len(deals_for(bitrix_sandbox, order)) == 1
