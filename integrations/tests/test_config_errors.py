@@ -99,7 +99,9 @@ def assert_paused_with_reason(integration, text):
     assert "configuration error" in integration.disabled_reason and text in integration.disabled_reason
 
 
-def test_a_rate_limit_typo_pauses_bitrix_keeps_rows_due_and_a_fix_delivers(bitrix_sandbox, bitrix_integration):
+def test_a_rate_limit_typo_pauses_bitrix_keeps_rows_due_and_a_fix_delivers(
+    bitrix_sandbox, bitrix_integration, admin_client
+):
     Integration.objects.filter(pk=bitrix_integration.pk).update(rate_limit="2")  # e.g. written before validation
     orders = [OrderFactory() for _ in range(3)]
     dispatcher.drain(max_seconds=5)
@@ -109,11 +111,12 @@ def test_a_rate_limit_typo_pauses_bitrix_keeps_rows_due_and_a_fix_delivers(bitri
     assert_paused_with_reason(bitrix_integration, "rate limit")
     assert [r for r in bitrix_sandbox.requests if not str(r.get("method")).startswith("sandbox")] == []
 
+    fix = {"kind": "bitrix24", "name": bitrix_integration.name, "enabled": "on", "event_filter": "[]"}
+    fix.update(rate_limit="2/50", disabled_reason=bitrix_integration.disabled_reason)
+    response = admin_client.post(f"/admin/integrations/integration/{bitrix_integration.pk}/change/", fix)
+    assert response.status_code == 302  # the operator fixes the typo in the admin: the pause is lifted at once
     bitrix_integration.refresh_from_db()
-    bitrix_integration.rate_limit = "2/50"
-    bitrix_integration.full_clean()
-    bitrix_integration.save()
-    Integration.objects.filter(pk=bitrix_integration.pk).update(paused_until=None)  # the admin save does this
+    assert bitrix_integration.paused_until is None and bitrix_integration.disabled_reason == ""
     drain_all()
     for order in orders:
         assert len([d for d in bitrix_sandbox.deals.values() if str(d["ORIGIN_ID"]) == str(order.pk)]) == 1
@@ -131,9 +134,12 @@ def test_an_n8n_secret_typo_pauses_n8n_keeps_rows_due_and_a_fix_delivers(n8n_rec
     assert TOO_SHORT_SECRET not in n8n_integration.disabled_reason
     assert n8n_receiver.requests == []
 
+    # Fixed past the admin (shell, database) and the pause over: the next round finds it fine and says so.
     Integration.objects.filter(pk=n8n_integration.pk).update(secret=n8n_receiver.secrets[0], paused_until=None)
     drain_all()
     assert set(rows.values_list("status", flat=True)) == {SyncStatus.SYNCED}
+    n8n_integration.refresh_from_db()
+    assert n8n_integration.disabled_reason == ""
 
 
 class DealPhaseBreaks(BitrixTarget):
