@@ -92,11 +92,14 @@ def _apply(wanted: Wanted, *, overwrite: bool) -> list[str]:
             setattr(integration, field, value)
         integration.secret = integration.secret or ("" if wanted.kind != IntegrationKind.N8N else generate_secret())
         integration.bootstrap_applied = {f: fingerprint(v) for f, (_, v) in wanted.fields.items()}
+        if not integration.enabled:
+            integration.disabled_reason = f"{wanted.fields['enabled'][0]} is off (sync_bootstrap)"
         integration.save()
         return [f"{wanted.name}: created (enabled={integration.enabled})"]
     was_enabled = integration.enabled
     lines, changed = [], []
     applied = dict(integration.bootstrap_applied or {})
+    unusable = _unusable_fields(integration)  # a value delivery cannot use is no edit worth keeping
     if integration.kind != wanted.kind:
         integration.kind = wanted.kind
         changed.append("kind")
@@ -104,22 +107,36 @@ def _apply(wanted: Wanted, *, overwrite: bool) -> list[str]:
         current = getattr(integration, field)
         if current == value:
             applied[field] = fingerprint(value)
-        elif overwrite or applied.get(field) == fingerprint(current):  # unchanged since we set it: the env moved on
+        elif overwrite or field in unusable or applied.get(field) == fingerprint(current):  # else: edited since
             setattr(integration, field, value)
             applied[field] = fingerprint(value)
             changed.append(field)
-            lines.append(f"{wanted.name}: {_shown(field, value)} from {variable}")
+            why = f" (the stored value could not be used: {unusable[field]})" if field in unusable else ""
+            lines.append(f"{wanted.name}: {_shown(field, value)} from {variable}{why}")
         else:
             lines.append(f"{wanted.name}: {_kept(integration, field, variable)}")
+    if "enabled" in changed and not integration.enabled:
+        integration.disabled_reason = f"{wanted.fields['enabled'][0]} is off (sync_bootstrap)"
+        changed.append("disabled_reason")
     if integration.bootstrap_applied != applied:
         integration.bootstrap_applied = applied
         changed.append("bootstrap_applied")
     if changed:
         integration.save(update_fields=[*changed, "updated_at"])
-    config.integration_config_fixed(integration=integration)  # its configuration is valid now
+    if not config.delivery_config_error(integration):
+        config.integration_config_fixed(integration=integration)
     if integration.enabled and not was_enabled:
         lines.append(integration_reenabled(integration=integration))
     return lines or [f"{wanted.name}: up to date (enabled={integration.enabled})"]
+
+
+def _unusable_fields(integration: Integration) -> dict[str, str]:
+    """{field: message} of the stored values the validator refuses."""
+    try:
+        integration.clean()
+    except ValidationError as exc:
+        return {field: " ".join(messages) for field, messages in exc.message_dict.items()}
+    return {}
 
 
 def fingerprint(value: object) -> str:

@@ -100,3 +100,22 @@ def test_the_n8n_secret_is_kept_when_the_env_has_none_and_generated_for_a_new_in
     assert secret.startswith("whsec_")
     bootstrap()
     assert Integration.objects.get(name="n8n-default").secret == secret
+
+
+def test_a_stored_value_that_cannot_be_used_is_replaced_by_the_env_and_said(env):
+    bootstrap()
+    Integration.objects.filter(name="bitrix24").update(rate_limit="2", paused_until="2100-01-01T00:00:00Z")
+    Integration.objects.filter(name="bitrix24").update(disabled_reason="configuration error: rate limit must be …")
+    out = bootstrap()
+    bitrix = Integration.objects.get(name="bitrix24")
+    assert bitrix.rate_limit == "2/50" and "the stored value could not be used" in out
+    assert bitrix.paused_until is None and bitrix.disabled_reason == ""  # the pause it caused is lifted
+
+
+def test_turning_the_env_switch_off_disables_with_the_reason(env):
+    bootstrap()
+    env.BITRIX_ENABLED = False
+    out = bootstrap()
+    bitrix = Integration.objects.get(name="bitrix24")
+    assert not bitrix.enabled and bitrix.disabled_reason == "BITRIX_ENABLED is off (sync_bootstrap)"
+    assert "enabled set to False from BITRIX_ENABLED" in out
