@@ -41,6 +41,8 @@ def requeue_missed(*, integration: Integration) -> dict[str, int]:
     if integration.kind != IntegrationKind.BITRIX24:
         return counts
     for model, scope in KINDS:  # customers first: deals need their contacts
+        if not integration.wants(f"{model._meta.model_name}.updated"):
+            continue  # record() would write nothing and the same objects would come back every run
         rows = missed_rows(integration=integration, model=model)
         objects = model.objects.filter(
             scope, pk__in=rows.annotate(pk_value=Cast("object_id", BigIntegerField())).values("pk_value")
