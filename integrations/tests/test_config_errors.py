@@ -221,3 +221,15 @@ def test_bitrix_check_names_a_configuration_error_instead_of_a_traceback(bitrix_
     Integration.objects.filter(pk=bitrix_integration.pk).update(rate_limit="2")
     with pytest.raises(CommandError, match="configuration error: rate limit must be"):
         call_command("bitrix_check", stdout=StringIO())
+
+
+def test_an_n8n_integration_added_without_a_secret_gets_one_shown_once(admin_client):
+    response = admin_client.post(
+        "/admin/integrations/integration/add/",
+        {"kind": "n8n", "name": "flows", "enabled": "on", "event_filter": "[]", "endpoint": "https://n8n.example/h"},
+        follow=True,
+    )
+    secret = Integration.objects.get(name="flows").secret
+    assert secret.startswith("whsec_") and secret in response.content.decode()
+    page = admin_client.get(f"/admin/integrations/integration/{Integration.objects.get(name='flows').pk}/change/")
+    assert secret not in page.content.decode()
