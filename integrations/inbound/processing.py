@@ -161,9 +161,8 @@ def _read_stages(
     except ConfigurationError as exc:  # an operator's typo: pause with the reason; the calls wait, burning no attempt
         if integration is not None:
             config.integration_pause_for_config(integration=integration, error=str(exc))
-        failed = Decision(InboundStatus.FAILED, error=f"{config.REASON_PREFIX}{exc}"[:500], retryable=True)
-        failed.rate_limited = True  # not the portal failing: does not count as an attempt
-        return dict.fromkeys(deal_ids, failed)
+        error = f"{config.REASON_PREFIX}{exc}"[:500]  # rate_limited: not the portal failing, no attempt counted
+        return dict.fromkeys(deal_ids, Decision(InboundStatus.FAILED, error=error, retryable=True, rate_limited=True))
     if client is None:
         failed = Decision(
             InboundStatus.FAILED, error="no Bitrix24 integration or BITRIX_WEBHOOK_URL configured", retryable=True
