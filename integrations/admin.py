@@ -7,10 +7,11 @@ from django.contrib.contenttypes.admin import GenericTabularInline
 from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
-from integrations import selectors, services
+from integrations import config, selectors, services
 from integrations.clients.n8n import generate_secret
 from integrations.dashboard import inbound_reason, next_attempt_shown
 from integrations.masking import mask_endpoint, mask_secret
+from integrations.missed import integration_reenabled
 from integrations.models import (
     ExternalLink,
     Heartbeat,
@@ -38,26 +39,37 @@ class IntegrationForm(forms.ModelForm):
         fields = ["kind", "name", "enabled", "endpoint", "secret", "event_filter", "rate_limit", "disabled_reason"]
 
     def clean_endpoint(self):
-        value = self.cleaned_data.get("endpoint") or (self.instance.endpoint if self.instance.pk else "")
-        if not value:
-            raise forms.ValidationError("An endpoint URL is required.")
-        if not value.startswith(("http://", "https://")):
-            raise forms.ValidationError("The endpoint must be an http(s) URL.")
-        return value
+        # Checked with the other settings by the model's clean() (integrations.config.validate_integration_config).
+        return self.cleaned_data.get("endpoint") or (self.instance.endpoint if self.instance.pk else "")
 
     def clean_secret(self):
-        value = self.cleaned_data.get("secret")
-        if value and not value.startswith("whsec_"):
-            raise forms.ValidationError("A signing secret starts with whsec_.")
-        return value or (self.instance.secret if self.instance.pk else "")
+        value = self.cleaned_data.get("secret") or (self.instance.secret if self.instance.pk else "")
+        self.generated_secret = not value and self.cleaned_data.get("kind") == IntegrationKind.N8N
+        return generate_secret() if self.generated_secret else value
 
 
 @admin.register(Integration)
 class IntegrationAdmin(admin.ModelAdmin):
     form = IntegrationForm
-    list_display = ["name", "kind", "enabled", "masked_endpoint", "masked_secret", "disabled_reason", "last_success_at"]
+    list_display = [
+        "name",
+        "kind",
+        "enabled",
+        "masked_endpoint",
+        "masked_secret",
+        "disabled_reason",
+        "paused_until",
+        "last_success_at",
+    ]
     list_filter = ["kind", "enabled"]
-    readonly_fields = ["masked_endpoint", "masked_secret", "last_success_at", "last_failure_at", "consecutive_failures"]
+    readonly_fields = [
+        "masked_endpoint",
+        "masked_secret",
+        "paused_until",
+        "last_success_at",
+        "last_failure_at",
+        "consecutive_failures",
+    ]
     actions = ["rotate_secret"]
 
     @admin.display(description="endpoint")
@@ -69,10 +81,13 @@ class IntegrationAdmin(admin.ModelAdmin):
         return mask_secret(obj.secret)
 
     def save_model(self, request, obj, form, change):
-        if obj.kind == IntegrationKind.N8N and not obj.secret:
-            obj.secret = generate_secret()
+        if getattr(form, "generated_secret", False):
             messages.warning(request, f"New signing secret (shown once, copy it to n8n now): {obj.secret}")
         super().save_model(request, obj, form, change)
+        # The form validated the configuration: a pause set for a configuration error has no reason any more.
+        config.integration_config_fixed(integration=obj)
+        if change and obj.enabled and "enabled" in form.changed_data:
+            messages.info(request, integration_reenabled(integration=obj))
 
     @admin.action(description="Rotate signing secret (old one stays valid for 24 h)")
     def rotate_secret(self, request, queryset):

@@ -6,7 +6,8 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
-from integrations import services
+from integrations import config, services
+from integrations.errors import ConfigurationError
 from integrations.lease import RoundLease
 from integrations.models import DUE_STATUSES, Integration, IntegrationSync, SyncStatus
 from integrations.policy import Verdict
@@ -25,6 +26,8 @@ def dispatch_once(integration_id: int, *, limit: int | None = None) -> int:
     integration = Integration.objects.filter(pk=integration_id).first()
     if integration is None or (integration.paused_until and integration.paused_until > timezone.now()):
         return 0
+    if integration.enabled and not config.integration_config_check(integration=integration):
+        return 0  # paused with the reason; nothing claimed, so nothing burns an attempt
     target = target_for(integration.kind)
     limit = limit or getattr(target, "claim_limit", DEFAULT_CLAIM_LIMIT)
     before_claim = time.monotonic()
@@ -45,8 +48,12 @@ def dispatch_once(integration_id: int, *, limit: int | None = None) -> int:
         services.sync_release_unclaimable(claimed=claimed, reason=reason)
         return len(claimed)
     log.info("[WORKER] integration=%s claimed %s syncs: %s", integration.pk, len(claimed), [c.id for c in claimed][:20])
+    misconfigured = ""
     try:
         outcomes = target.deliver(integration, claimed, lease)
+    except ConfigurationError as exc:  # an operator's typo: keep what the round obtained, pause with the reason
+        log.exception("[WORKER] integration=%s configuration error", integration.pk)
+        outcomes, misconfigured = config.outcomes_after_config_error(claimed, exc), str(exc)
     except DATA_ERRORS as exc:  # bad data cannot get better by retrying: end it with the reason
         log.exception("[WORKER] integration=%s target failed on data", integration.pk)
         outcomes = {c.id: Outcome(verdict=Verdict.TERMINAL, error=f"{type(exc).__name__}: {exc}") for c in claimed}
@@ -57,6 +64,8 @@ def dispatch_once(integration_id: int, *, limit: int | None = None) -> int:
     services.sync_complete_many(
         results=[(item, outcomes.get(item.id) or missing) for item in claimed], started_at=started
     )
+    if misconfigured:  # after completion, whose bookkeeping lifts pauses when some rows succeeded
+        config.integration_pause_for_config(integration=integration, error=misconfigured)
     return len(claimed)
 
 

@@ -54,6 +54,9 @@ class Integration(models.Model):
     consecutive_failures = models.PositiveIntegerField(default=0)
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_failure_at = models.DateTimeField(null=True, blank=True)
+    # Fingerprints (never the values) of what sync_bootstrap last applied per field: tells an env change, which it
+    # applies, from an edit made in the admin (or a 410 disabling), which it keeps and reports.
+    bootstrap_applied = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -65,6 +68,14 @@ class Integration(models.Model):
 
     def wants(self, event_name: str) -> bool:
         return not self.event_filter or event_name in self.event_filter
+
+    def clean(self) -> None:
+        """The shared validator (admin form, bootstrap): a typo is refused here, not found at delivery."""
+        from integrations.config import validate_integration_config  # it imports this module
+
+        validate_integration_config(
+            kind=self.kind, endpoint=self.endpoint, secret=self.secret, rate_limit=self.rate_limit
+        )
 
 
 class SequenceCounter(models.Model):

@@ -1,10 +1,13 @@
 """A token bucket per Bitrix portal, shared by every worker through Redis (in-process fallback without Redis)."""
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from integrations.errors import ConfigurationError
 
 # KEYS[1] = bucket hash; ARGV = rate, burst, n, apply (1 = take tokens, 0 = only report, 'drain' = empty the bucket).
 # Returns {seconds to wait, tokens left} as strings: Lua numbers would be truncated to integers in the reply.
@@ -45,13 +48,17 @@ class _LocalState:
 
 
 def parse_rate(text: str) -> tuple[float, int]:
-    """'2/50' -> (2.0 tokens per second, burst 50)."""
-    rate_text, sep, burst_text = text.strip().partition("/")
-    if not sep:
-        raise ValueError(f"rate must look like '<per second>/<burst>', got {text!r}")
-    rate, burst = float(rate_text), int(burst_text)
-    if rate <= 0 or burst < 1:
-        raise ValueError(f"rate must be > 0 and burst >= 1, got {text!r}")
+    """'2/50' -> (2.0 tokens per second, burst 50); anything else is a ConfigurationError that says what is expected."""
+    rate_text, sep, burst_text = (text or "").strip().partition("/")
+    try:
+        rate, burst = float(rate_text), int(burst_text)
+    except ValueError:
+        rate, burst = 0.0, 0
+    if not sep or not math.isfinite(rate) or rate <= 0 or burst < 1:
+        raise ConfigurationError(
+            f"rate limit must be '<requests per second>/<burst>' with a rate above 0 and a burst of at least 1, "
+            f"e.g. '2/50'; got {text!r}"
+        )
     return rate, burst
 
 

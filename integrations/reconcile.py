@@ -16,6 +16,9 @@ from django.db import IntegrityError, transaction
 
 from integrations import outbox, payloads
 from integrations.clients.bitrix24 import BitrixClient, BitrixResponse, mask_webhook_url
+from integrations.errors import ConfigurationError
+from integrations.missed import COUNT_KEYS as MISSED_KEYS
+from integrations.missed import requeue_missed
 from integrations.models import OPEN_STATUSES, EventType, ExternalLink, Integration, IntegrationKind, IntegrationSync
 from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
 from integrations.unlinked import COUNT_KEYS as UNLINKED_KEYS
@@ -273,8 +276,8 @@ def _same(name: str, remote: Any, expected: Any) -> bool:
 
 
 def reconcile_all() -> dict:
-    """Every enabled bitrix24 integration: converge unlinked objects, report duplicates (never fixed here), re-sync
-    drifted orders; counts."""
+    """Every enabled bitrix24 integration: queue what it missed while disabled and unlinked objects, report
+    duplicates (never fixed here), re-sync drifted orders; counts."""
     from orders.models import Order
 
     counts = {
@@ -285,6 +288,7 @@ def reconcile_all() -> dict:
         "missing": 0,
         "resynced": 0,
         "errors": 0,
+        **dict.fromkeys(MISSED_KEYS, 0),
         **dict.fromkeys(UNLINKED_KEYS, 0),
         "unlinked_errors": 0,
     }
@@ -293,7 +297,10 @@ def reconcile_all() -> dict:
     # Its own loop, first and guarded: it needs no portal read, and neither part may stop the other.
     for integration in integrations:
         try:
-            for key, value in requeue_unlinked(integration=integration).items():
+            for key, value in {
+                **requeue_missed(integration=integration),
+                **requeue_unlinked(integration=integration),
+            }.items():
                 counts[key] += value
         except Exception:  # noqa: BLE001 - logged with its traceback; duplicates and drift still run
             counts["unlinked_errors"] += 1
@@ -304,7 +311,7 @@ def reconcile_all() -> dict:
         try:
             groups = find_duplicates(integration)
             drift = find_drift(integration)
-        except (ReconcileError, RateLimitTimeout) as exc:
+        except (ReconcileError, RateLimitTimeout, ConfigurationError) as exc:
             counts["errors"] += 1
             log.warning("[WORKER] reconcile integration=%s (%s) skipped: %s", integration.pk, where, exc)
             continue

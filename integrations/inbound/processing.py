@@ -11,8 +11,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from app.logging import redact
-from integrations import payloads, policy
+from integrations import config, payloads, policy
 from integrations.clients.bitrix24 import BitrixClient
+from integrations.errors import ConfigurationError
 from integrations.inbound import services
 from integrations.models import ExternalLink, InboundStatus, InboundWebhook, Integration, IntegrationKind
 from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
@@ -155,7 +156,13 @@ def _read_stages(
     integration: Integration | None, deal_ids: list[str], *, request_id: str
 ) -> dict[str, str | None | Decision]:
     """{deal id: STAGE_ID, or None if the portal has no such deal, or the failed Decision for that deal's rows}."""
-    client = bitrix_client(integration, request_id=request_id)
+    try:
+        client = bitrix_client(integration, request_id=request_id)
+    except ConfigurationError as exc:  # an operator's typo: pause with the reason; the calls wait, burning no attempt
+        if integration is not None:
+            config.integration_pause_for_config(integration=integration, error=str(exc))
+        error = f"{config.REASON_PREFIX}{exc}"[:500]  # rate_limited: not the portal failing, no attempt counted
+        return dict.fromkeys(deal_ids, Decision(InboundStatus.FAILED, error=error, retryable=True, rate_limited=True))
     if client is None:
         failed = Decision(
             InboundStatus.FAILED, error="no Bitrix24 integration or BITRIX_WEBHOOK_URL configured", retryable=True

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from integrations import payloads, policy
 from integrations.clients.bitrix24 import BitrixClient, BitrixResponse
+from integrations.errors import ConfigurationError
 from integrations.lease import LeaseLost, RoundLease
 from integrations.models import AttemptOutcome, EventType, ExternalLink, Integration, SyncAttempt
 from integrations.policy import Verdict
@@ -78,6 +79,9 @@ class BitrixTarget:
             _defer_unsent(contacts + deals, error=str(exc), retry_after=exc.wait)
         except LeaseLost as exc:  # the round stops: what it has not sent is released (not an attempt)
             _defer_unsent(contacts + deals, error=str(exc))
+        except ConfigurationError as exc:  # the dispatcher pauses; what this round already obtained is kept
+            exc.outcomes = {p.item.id: p.outcome for p in contacts + deals if p.outcome is not None}
+            raise
         return {
             p.item.id: p.outcome or Outcome(verdict=Verdict.RETRYABLE, error="not attempted") for p in contacts + deals
         }

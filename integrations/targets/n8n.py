@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from integrations import payloads, policy
 from integrations.clients.n8n import N8nClient
+from integrations.errors import ConfigurationError
 from integrations.lease import LeaseLost, RoundLease
 from integrations.models import Integration
 from integrations.policy import Verdict
@@ -35,8 +36,7 @@ class N8nTarget:
     def deliver(self, integration: Integration, claimed: list[Claimed], lease: RoundLease) -> dict[int, Outcome]:
         secrets = active_secrets(integration)
         if not secrets:
-            error = "no signing secret configured for this n8n integration (set one in the admin)"
-            return {item.id: Outcome(verdict=Verdict.TERMINAL, error=error) for item in claimed}
+            raise ConfigurationError("no signing secret configured for this n8n integration (set one in the admin)")
         # A claimed batch holds at most one row per object (head of line), so its POSTs may run side by side, up to
         # N8N_CONCURRENCY at once. Each POST starts only when a slot is free and the lease outlasts it (checked here,
         # in the round's own thread and DB connection), so no event of this round is still in flight once the lease
@@ -46,20 +46,25 @@ class N8nTarget:
         worst = self.worst_call_seconds()
         sent: dict[int, Future] = {}
         stopped = ""
+        misconfigured: list[ConfigurationError] = []
 
-        def deliver_one(item: Claimed) -> Outcome:
+        def deliver_one(item: Claimed) -> Outcome | None:
             try:
                 outcome = self._deliver_one(integration, item, secrets)
-                if outcome.disable_integration:
-                    gone.set()
-                return outcome
+            except ConfigurationError as exc:  # not sent: the round stops, the dispatcher pauses
+                misconfigured.append(exc)
+                gone.set()
+                return None
             finally:
                 slots.release()
+            if outcome.disable_integration:
+                gone.set()
+            return outcome
 
         with ThreadPoolExecutor(workers, thread_name_prefix="n8n") as pool:
             for item in claimed:
                 slots.acquire()
-                if gone.is_set():  # 410 seen: not sent; the dispatcher's next round finds the integration disabled
+                if gone.is_set():  # 410 seen or a secret unusable: not sent
                     break
                 try:
                     lease.ensure(worst)
@@ -68,6 +73,9 @@ class N8nTarget:
                     break
                 sent[item.id] = pool.submit(deliver_one, item)
         outcomes = {pk: future.result() for pk, future in sent.items()}
+        outcomes = {pk: outcome for pk, outcome in outcomes.items() if outcome is not None}
+        if misconfigured:  # the dispatcher pauses; the POSTs already answered keep their outcomes
+            raise ConfigurationError(str(misconfigured[0]), outcomes=outcomes)
         if stopped:  # released at once: nothing of these objects is in flight
             release = Outcome(verdict=Verdict.DEFERRED, error=stopped)
             outcomes.update({item.id: release for item in claimed if item.id not in sent})

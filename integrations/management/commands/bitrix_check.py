@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from integrations.clients.bitrix24 import mask_webhook_url
+from integrations.errors import ConfigurationError
 from integrations.inbound.auth import mask_text
 from integrations.models import Integration, IntegrationKind
 from integrations.reconcile import client_for
@@ -53,7 +54,10 @@ class Command(BaseCommand):
             self.stdout.write(f"  disabled    {safe(integration.disabled_reason)}")
         self.stdout.write(f"  webhook     {mask_webhook_url(integration.endpoint)}")
         self.stdout.write(f"  rate limit  {integration.rate_limit or settings.BITRIX_RATE_LIMIT}")
-        client = client_for(integration, purpose="check")
+        try:
+            client = client_for(integration, purpose="check")
+        except ConfigurationError as exc:  # e.g. a rate-limit typo: say what is expected instead of a traceback
+            return f"{integration.name}: configuration error: {exc}"
         for method in ("profile", "crm.deal.fields"):
             try:
                 response = client.call(method)

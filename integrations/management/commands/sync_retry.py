@@ -3,15 +3,19 @@ from django.core.management.base import BaseCommand, CommandError
 
 from integrations import selectors, services
 from integrations.management.commands._tables import find_integration, parse_when, table
-from integrations.models import SyncStatus
+from integrations.models import IntegrationKind, IntegrationSync, SyncStatus
 
 RETRYABLE = [SyncStatus.DEAD, SyncStatus.FAILED, SyncStatus.RETRYING]
+STATE_SYNC_SKIPPED = (
+    "skipped rows of a state sync are not replayed: enabling it again sent the latest state (or `resync`)"
+)
 
 
 class Command(BaseCommand):
     help = (
         "Deliver dead/failed rows again (same event id; receivers dedupe on it). Filters combine. Rows whose replay "
-        "would send stale state to Bitrix24 are skipped with the reason (use `resync` for those)."
+        "would send stale state to Bitrix24 are skipped with the reason (use `resync` for those). `--skipped` also "
+        "replays the events an n8n integration missed while it was disabled."
     )
 
     def add_arguments(self, parser):
@@ -20,6 +24,9 @@ class Command(BaseCommand):
             action="append",
             choices=[str(s) for s in RETRYABLE],
             help="dead, failed or retrying (repeatable; default: dead and failed)",
+        )
+        parser.add_argument(
+            "--skipped", action="store_true", help="also skipped rows (events an n8n integration missed while disabled)"
         )
         parser.add_argument("--integration", help="integration id or name")
         parser.add_argument("--object", help="e.g. order:41 or user:7")
@@ -32,12 +39,12 @@ class Command(BaseCommand):
             ref=self._object(options["object"]),
             integration_id=self._integration(options["integration"]),
             since=parse_when(options["since"]) if options["since"] else None,
-        ).filter(status__in=options["status"] or [SyncStatus.DEAD, SyncStatus.FAILED])
+        ).filter(status__in=self._statuses(options))
         # Oldest first, so an object's rows become due again in their original order.
         rows = list(rows.order_by("id")[: options["limit"]] if options["limit"] else rows.order_by("id"))
         table_rows, retried = [], 0
         for sync in rows:
-            reason = selectors.stale_state_retry_reason(sync)
+            reason = retry_refused(sync)
             if reason:
                 action = f"skipped: {reason}"
             elif options["dry_run"]:
@@ -56,6 +63,10 @@ class Command(BaseCommand):
         count = sum(1 for r in table_rows if r[-1] == "would retry") if options["dry_run"] else retried
         self.stdout.write(f"{len(rows)} rows matched; {verb} {count}.")
 
+    def _statuses(self, options) -> list[str]:
+        statuses = options["status"] or [SyncStatus.DEAD, SyncStatus.FAILED]
+        return [*statuses, SyncStatus.SKIPPED] if options["skipped"] else statuses
+
     def _object(self, text: str | None):
         if not text:
             return None
@@ -66,3 +77,13 @@ class Command(BaseCommand):
 
     def _integration(self, text: str | None) -> int | None:
         return find_integration(text).pk if text else None
+
+
+def retry_refused(sync: IntegrationSync) -> str | None:
+    """Why this row is not retried, or None. Skipped rows are replayed for event streams (n8n) only, and only once
+    their integration is enabled (a disabled one would skip them again)."""
+    if sync.status != SyncStatus.SKIPPED:
+        return selectors.stale_state_retry_reason(sync)
+    if not sync.integration.enabled:
+        return "the integration is disabled: enable it first"
+    return STATE_SYNC_SKIPPED if sync.integration.kind == IntegrationKind.BITRIX24 else None

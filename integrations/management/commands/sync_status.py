@@ -48,8 +48,8 @@ class Command(BaseCommand):
                 + [i["last_success_at"], i["last_failure_at"]]
             )
             notes.append(f"  {i['name']}: endpoint {i['endpoint']}")
-            if i["disabled_reason"]:
-                notes.append(f"  {i['name']}: disabled: {i['disabled_reason']}")
+            if i["disabled_reason"]:  # on an enabled integration: why it is paused (e.g. a configuration error)
+                notes.append(f"  {i['name']}: {'paused' if i['enabled'] else 'disabled'}: {i['disabled_reason']}")
             if i["paused_until"]:
                 notes.append(f"  {i['name']}: paused until {cell(i['paused_until'])}")
             bucket = i["rate_limit"]
