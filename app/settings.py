@@ -158,7 +158,7 @@ N8N_WEBHOOK_URL = env.str("N8N_WEBHOOK_URL", default="")
 N8N_WEBHOOK_SECRET = env.str("N8N_WEBHOOK_SECRET", default="")
 # Events of different objects POSTed at once by one worker (one object's events always go one after another).
 N8N_CONCURRENCY = env.int("N8N_CONCURRENCY", default=8)
-# When set, /metrics answers only scrapers sending `Authorization: Bearer <token>`.
+# /metrics answers scrapers sending `Authorization: Bearer <token>` and staff sessions; never anonymous callers.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # 20 tries at 5 s doubling, capped at 6 h, with full jitter: a sync keeps retrying for about a day before `dead`.
 SYNC_MAX_ATTEMPTS = env.int("SYNC_MAX_ATTEMPTS", default=20)
