@@ -4,7 +4,7 @@ What runs: a gunicorn web process (2 workers), two `celery -A app worker` proces
 `celery beat` (DatabaseScheduler, sweep every second) against the test database and a redis-server of its own; the
 Bitrix24 sandbox (5xx 20 %, timeout 5 %, lost response 5 %, rate limit on; it posts ONCRMDEALUPDATE to our inbound
 view) and the n8n receivers in this process. Traffic goes through the DRF API (staff creates customers, customers
-write their orders and profiles, staff deletes) with stage changes made "in Bitrix24" interleaved, while faults are
+write their orders and profiles and sometimes cancel one, staff walk order statuses and delete) with stage changes made "in Bitrix24" interleaved, while faults are
 injected: SIGKILL of a worker mid-delivery, SIGTERM of the other (deploy), pg_terminate_backend, broker unreachable
 at commit, a restart of Redis (killed, back empty a second later). Security probes run along. Then faults stop, the
 system drains, reconcile runs once, and every invariant is checked. docs/reliability.md explains it;
@@ -251,13 +251,16 @@ class Traffic:
                 body["title"] = f"renamed {rng.randint(0, 10**6)}"
             self._count("order updates", api.call("PATCH", f"/api/orders/{pk}/", self.orders[pk], json=body))
         elif roll < 0.78 and self.orders:
+            # Staff walk the statuses; a customer may only cancel their own order before work starts
+            # (docs/security.md), so one status change in ten is the owner cancelling.
             pk = rng.choice(list(self.orders))
-            current = api.call("GET", f"/api/orders/{pk}/", self.orders[pk])
+            actor = self.orders[pk] if rng.random() < 0.1 else self.staff
+            current = api.call("GET", f"/api/orders/{pk}/", actor)
             allowed = current.json().get("allowed_transitions", []) if current.status_code == 200 else []
             forward = [s for s in allowed if s != "cancelled"]
-            nxt = "cancelled" if allowed and (rng.random() < 0.1 or not forward) else (forward or [None])[0]
+            nxt = "cancelled" if allowed and (actor != self.staff or not forward) else (forward or [None])[0]
             if nxt:
-                answer = api.call("POST", f"/api/orders/{pk}/status/", self.orders[pk], json={"status": nxt})
+                answer = api.call("POST", f"/api/orders/{pk}/status/", actor, json={"status": nxt})
                 self._count("status changes", answer)  # 400 when a Bitrix stage change got there first
         elif roll < 0.92:
             user_pk, token = rng.choice(self.users)
