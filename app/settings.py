@@ -91,6 +91,27 @@ CELERY_BROKER_URL = env.str(
     default=REDIS_URL.replace("unix://", "redis+socket://", 1) if REDIS_URL.startswith("unix://") else REDIS_URL,
 )
 
+# The shared cache (throttle counters): Redis, so every web process counts together.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "shop-sync",
+        "TIMEOUT": 300,
+        "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env.int("PASSWORD_MIN_LENGTH", default=10)},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -111,6 +132,14 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "app.openapi.AutoSchema",
+    # Authentication is throttled per address and per username (app/throttles.py): 429 with Retry-After.
+    "DEFAULT_THROTTLE_RATES": {
+        "login": env.str("THROTTLE_LOGIN_RATE", default="10/min"),
+        "login_username": env.str("THROTTLE_LOGIN_USERNAME_RATE", default="5/min"),
+    },
+    # Client address = REMOTE_ADDR unless the web runs behind that many trusted proxies (then X-Forwarded-For):
+    # trusting X-Forwarded-For by default would let a client pick its own address and dodge the throttle.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "EXCEPTION_HANDLER": "app.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
