@@ -130,7 +130,7 @@ class IntegrationSyncAdmin(ReadOnlyAdmin):
     search_fields = ["=object_id", "=event_id", "=remote_id"]
     date_hierarchy = "created_at"
     inlines = [SyncAttemptInline]
-    actions = ["retry_now", "replay"]
+    actions = ["retry_now"]
     list_select_related = ["integration", "content_type"]
     exclude = ["claim_token"]
 
@@ -138,21 +138,23 @@ class IntegrationSyncAdmin(ReadOnlyAdmin):
     def object_label(self, obj):
         return f"{obj.content_type.model}:{obj.object_id}"
 
-    @admin.action(description="Retry now (failed, dead, retrying or skipped rows)")
-    def retry_now(self, request, queryset):
-        count = 0
-        for sync in queryset.exclude(status__in=["synced", "superseded", "in_progress"]):
-            services.sync_retry_now(sync=sync)
-            count += 1
-        messages.info(request, f"{count} syncs scheduled now.")
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm(services.RETRY_PERMISSION)
 
-    @admin.action(description="Replay (deliver again with the same event id)")
-    def replay(self, request, queryset):
-        count = 0
-        for sync in queryset.exclude(status="in_progress"):
-            services.sync_replay(sync=sync)
-            count += 1
-        messages.info(request, f"{count} syncs replayed.")
+    @admin.action(description="Retry now (dead, failed or retrying rows; same event id)", permissions=["retry"])
+    def retry_now(self, request, queryset):
+        """Through services.sync_retry, with the same stale-state check as the API, the dashboard and sync_retry."""
+        retried, refused = 0, []
+        for pk in queryset.order_by("id").values_list("pk", flat=True):  # oldest first: an object's rows stay in order
+            try:
+                services.sync_retry(sync_id=pk)
+                retried += 1
+            except services.RetryRefused as exc:
+                refused.append(f"sync {pk}: {exc}")
+        messages.info(request, f"{retried} syncs scheduled now.")
+        if refused:
+            more = f" (and {len(refused) - 10} more)" if len(refused) > 10 else ""
+            messages.warning(request, f"{len(refused)} not retried: " + "; ".join(refused[:10]) + more)
 
 
 @admin.register(ExternalLink)
