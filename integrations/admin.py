@@ -3,7 +3,10 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.contenttypes.admin import GenericTabularInline
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 
 from integrations import services
 from integrations.clients.n8n import generate_secret
@@ -68,8 +71,14 @@ class IntegrationAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if obj.kind == IntegrationKind.N8N and not obj.secret:
             obj.secret = generate_secret()
-            messages.warning(request, f"New signing secret (shown once, copy it to n8n now): {obj.secret}")
+            _remember_new_secret(request, obj)
         super().save_model(request, obj, form, change)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._new_secrets_page(request) or super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request, obj):
+        return self._new_secrets_page(request) or super().response_change(request, obj)
 
     @admin.action(description="Rotate signing secret (old one stays valid for 24 h)")
     def rotate_secret(self, request, queryset):
@@ -78,7 +87,31 @@ class IntegrationAdmin(admin.ModelAdmin):
             integration.previous_secret_expires_at = timezone.now() + timezone.timedelta(hours=24)
             integration.secret = generate_secret()
             integration.save()
-            messages.warning(request, f"{integration.name}: new secret (shown once): {integration.secret}")
+            _remember_new_secret(request, integration)
+        return self._new_secrets_page(request)
+
+    def _new_secrets_page(self, request):
+        """A new signing secret is shown once, in the answer to the request that made it: never in a message (the
+        default storage keeps those in a cookie), never in the session, and the page is not cached."""
+        shown = getattr(request, "_new_signing_secrets", None)
+        if not shown:
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "New signing secret",
+            "secrets": shown,
+            "changelist_url": reverse("admin:integrations_integration_changelist"),
+        }
+        response = TemplateResponse(request, "admin/integrations/integration/new_secret.html", context)
+        add_never_cache_headers(response)
+        response["Cache-Control"] = "no-store, no-cache, must-revalidate, max-age=0, private"
+        response["Pragma"] = "no-cache"
+        return response
+
+
+def _remember_new_secret(request, integration: Integration) -> None:
+    shown = getattr(request, "_new_signing_secrets", [])
+    request._new_signing_secrets = [*shown, (integration.name, integration.secret)]
 
 
 class SyncAttemptInline(admin.TabularInline):
