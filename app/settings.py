@@ -1,5 +1,7 @@
 """Settings from one environ.Env(); with nothing set, the embedded PostgreSQL and Redis (see app/embedded.py)."""
 
+import base64
+import hashlib
 import sys
 from pathlib import Path
 
@@ -20,6 +22,19 @@ if not SECRET_KEY:
     if not (DEBUG or EMBEDDED or RUNNING_TESTS):
         raise ImproperlyConfigured("Set SECRET_KEY (required when DATABASE_URL points at a production database).")
     SECRET_KEY = "insecure-local-only-key"
+# Secrets at rest (Integration.endpoint and signing secrets; integrations/fields.py): comma-separated Fernet keys, the
+# first encrypts, all decrypt (rotation: put a new key first, run `manage.py rotate_encryption_key`, drop the old one).
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+if not FIELD_ENCRYPTION_KEYS:
+    if not (DEBUG or EMBEDDED or RUNNING_TESTS):
+        raise ImproperlyConfigured(
+            "Set FIELD_ENCRYPTION_KEYS; generate a key with "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        )
+    # Local and test runs: a key derived from SECRET_KEY, so nothing else needs to be set.
+    FIELD_ENCRYPTION_KEYS = [
+        base64.urlsafe_b64encode(hashlib.sha256(f"shop-sync field encryption|{SECRET_KEY}".encode()).digest()).decode()
+    ]
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

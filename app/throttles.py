@@ -3,6 +3,7 @@
 Counters live in the shared cache (Redis), so every web process counts together. A cache outage must not lock every
 user out: the throttle then lets the request through and logs a warning."""
 
+import hashlib
 import logging
 
 from django.core.exceptions import ImproperlyConfigured
@@ -46,4 +47,6 @@ class LoginUsernameThrottle(_FailOpen):
         username = request.data.get("username") if hasattr(request.data, "get") else None
         if not isinstance(username, str) or not username.strip():
             return None  # nothing to count: the serializer answers 400
-        return self.cache_format % {"scope": self.scope, "ident": username.strip().lower()[:150]}
+        # Hashed: the key stays short and cache-safe whatever was typed, and no username sits in the cache.
+        ident = hashlib.sha256(username.strip().lower().encode()).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": ident}

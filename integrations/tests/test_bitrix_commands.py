@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
 
 from integrations.clients.bitrix24 import BitrixClient
@@ -141,6 +142,7 @@ def test_run_sandbox_serves_the_page_and_stops_on_sigterm():
         "PORT": str(web_port),
         "PYTHONUNBUFFERED": "1",
         "SECRET_KEY": os.environ.get("SECRET_KEY") or "test-only-run-sandbox",  # a DATABASE_URL run requires one
+        "FIELD_ENCRYPTION_KEYS": ",".join(django_settings.FIELD_ENCRYPTION_KEYS),  # and the secrets at rest
     }
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "run_sandbox"],

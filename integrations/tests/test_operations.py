@@ -370,6 +370,7 @@ def test_a_real_celery_worker_reports_itself_and_its_clean_stop():
         "REDIS_URL": django_settings.REDIS_URL,
         "CELERY_BROKER_URL": django_settings.REDIS_URL,
         "SECRET_KEY": "test-only",
+        "FIELD_ENCRYPTION_KEYS": ",".join(django_settings.FIELD_ENCRYPTION_KEYS),  # reads this test's rows
     }
     command = [sys.executable, "-m", "celery", "-A", "app", "worker", "--pool=solo", "--without-gossip"]
     command += [

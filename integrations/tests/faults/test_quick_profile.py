@@ -147,6 +147,8 @@ def child_env(db_name: str, application_token: str) -> dict:
         REDIS_URL=REDIS_URL,
         CELERY_BROKER_URL=REDIS_URL,
         SECRET_KEY=os.environ.get("SECRET_KEY") or "faults-suite-only",
+        # The processes read the integrations this test wrote: the same keys for the encrypted endpoints/secrets.
+        FIELD_ENCRYPTION_KEYS=",".join(django_settings.FIELD_ENCRYPTION_KEYS),
         DEBUG="false",
         BITRIX_TIMEOUT="2,1",
         SYNC_LEASE_SECONDS="5",
