@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from datetime import timedelta
@@ -197,6 +198,7 @@ class Api:
 
     def call(self, method: str, path: str, token: str | None = None, keep: bool = False, **kwargs):
         headers = {"Authorization": f"Token {token}"} if token else {}
+        headers.update(kwargs.pop("headers", None) or {})
         response = self.http.request(method, self.base + path, headers=headers, timeout=60, **kwargs)
         self.statuses[f"{response.status_code // 100}xx"] += 1
         if response.status_code >= 500:
@@ -296,14 +298,18 @@ class Traffic:
 
 
 class SecurityProbes:
-    """Things that must be refused while the system runs; each probe is (what, expected status, got)."""
+    """Things that must be refused while the system runs; each probe is (what, expected status, got).
 
-    def __init__(self, api: Api, base: str):
-        self.api, self.base = api, base
+    `viewer_token`: staff who may view sync history but not retry (docs/security.md)."""
+
+    def __init__(self, api: Api, base: str, viewer_token: str = ""):
+        self.api, self.base, self.viewer = api, base, viewer_token
         self.results: list[tuple[str, int, int]] = []
+        self.runs = 0
 
     def run(self, traffic: Traffic) -> None:
         api = self.api
+        self.runs += 1
         owners = list(traffic.orders.items())
         tokens = {t for _, t in traffic.users}
         if len(tokens) >= 2 and owners:
@@ -318,6 +324,7 @@ class SecurityProbes:
             self._expect("customer deletes an order", 403, api.call("DELETE", f"/api/orders/{order_pk}/", other))
             self._expect("customer reads sync status", 403, api.call("GET", "/api/integrations/status/", other))
             self._expect("customer lists users", 403, api.call("GET", "/api/users/", other))
+            self.customer_moves_own_order_on(traffic)
         self._expect("anonymous lists orders", 401, api.call("GET", "/api/orders/"))
         self._expect("anonymous reads sync history", 401, api.call("GET", "/api/integrations/syncs/"))
         form = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "1", "ts": str(int(time.time()))}
@@ -325,6 +332,34 @@ class SecurityProbes:
         self._expect("inbound with a wrong token", 401, api.call("POST", "/bitrix/webhook?token=guess", data=form))
         wrong_app = {**form, "auth[application_token]": "guess"}
         self._expect("inbound with a wrong application token", 401, api.call("POST", "/bitrix/webhook", data=wrong_app))
+        self._expect("anonymous scrapes /metrics (no METRICS_TOKEN set)", 403, api.call("GET", "/metrics"))
+        guess = {"Authorization": "Bearer guess"}
+        self._expect("scrape /metrics with a made-up token", 403, api.call("GET", "/metrics", headers=guess))
+        self.guess_passwords()
+        if self.viewer:
+            row = IntegrationSync.objects.order_by("id").values_list("id", flat=True).first()
+            if row:
+                answer = api.call("POST", f"/api/integrations/syncs/{row}/retry/", self.viewer)
+                self._expect("view-only staff retries a sync", 403, answer)
+
+    def guess_passwords(self) -> None:
+        """Wrong passwords for one account, faster than the per-username rate (5/min): the sixth try is throttled."""
+        body = {"username": f"probe-victim-{self.runs}@example.com", "password": "guess"}
+        answers = [self.api.call("POST", "/api/auth/token/", json=body) for _ in range(6)]
+        self._expect("password guessing is throttled", 429, answers[-1])
+        if answers[-1].status_code == 429 and not answers[-1].headers.get("Retry-After"):
+            self.results.append(("429 without Retry-After", 1, 0))
+
+    def customer_moves_own_order_on(self, traffic: Traffic) -> None:
+        """A customer may only cancel (docs/security.md): moving their own open order on is refused."""
+        for pk, token in list(traffic.orders.items())[:20]:
+            allowed = self.api.call("GET", f"/api/orders/{pk}/", traffic.staff).json().get("allowed_transitions", [])
+            forward = [s for s in allowed if s != "cancelled"]
+            if forward:
+                answer = self.api.call("POST", f"/api/orders/{pk}/status/", token, json={"status": forward[0]})
+                if answer.status_code != 400:  # 400: a Bitrix stage change moved it meanwhile
+                    self._expect("customer moves own order on", 403, answer)
+                return
 
     def csrf(self, staff_session) -> None:
         """Session auth (the admin's cookie) without the CSRF token is refused; with it, accepted."""
@@ -531,8 +566,9 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     base, nobroker_base = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{nobroker_port}"
     # The portal tells us about deal changes (ours echo back too), as event.bind would set up on a real portal.
     sandbox.registry.bind("ONCRMDEALUPDATE", f"{base}/bitrix/webhook")
-    receiver = N8nReceiver(secret=generate_secret()).start()
-    gone_receiver = N8nReceiver(secret=generate_secret()).start()  # a second flow whose endpoint is removed late
+    # n8n webhook paths are secrets too (the URL is the flow's address): random ones, scanned for at the end.
+    receiver = N8nReceiver(secret=generate_secret(), path=f"/webhook/{uuid.uuid4()}").start()
+    gone_receiver = N8nReceiver(secret=generate_secret(), path=f"/webhook/{uuid.uuid4()}").start()
     Integration.objects.create(
         kind=IntegrationKind.BITRIX24, name="bitrix-faults", endpoint=sandbox.webhook_url, rate_limit="40/100"
     )
@@ -550,6 +586,11 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     from rest_framework.authtoken.models import Token
 
     staff_token = Token.objects.create(user=staff).key
+    from django.contrib.auth.models import Permission
+
+    viewer = User.objects.create_user("faults-viewer", "viewer@example.com", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_integrationsync", "view_integration"]))
+    viewer_token = Token.objects.create(user=viewer).key
     workers = [Worker(env, tmp_path), Worker(env, tmp_path)]
     retired: list[Worker] = []
     web = start_web(env, tmp_path, web_port)
@@ -558,7 +599,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     services_procs = [web, nobroker, beat]
     api = Api(base)
     traffic = Traffic(rng, api, staff_token, sandbox)
-    probes = SecurityProbes(api, base)
+    probes = SecurityProbes(api, base, viewer_token)
     report: dict[str, object] = {}
     try:
         import requests
@@ -781,6 +822,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
 
     # ---- secrets: nothing the workers logged during the whole run may contain one ----------------------------------
     secrets = [sandbox.code, *receiver.secrets, *gone_receiver.secrets, INBOUND_TOKEN, sandbox.application_token]
+    secrets += [r.path.rsplit("/", 1)[1] for r in (receiver, gone_receiver)]  # the n8n webhook paths
     secrets += [s.split("_", 1)[1] for s in secrets if s.startswith("whsec_")]  # the key without its prefix
     worker_logs = [(w.name, w.log_path.read_text(errors="replace")) for w in [*workers, *retired, *services_procs]]
     leaked = [name for name, text in worker_logs for secret in secrets if secret and secret in text]
