@@ -13,7 +13,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
 from django.db.models.functions import TruncHour
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -201,7 +201,10 @@ def retry_view(request: HttpRequest, pk: int) -> HttpResponse:
 
     Needs the change permission on integration syncs (viewing the dashboard needs only the view one): 403 otherwise."""
     if not request.user.has_perm(services.RETRY_PERMISSION):
-        raise PermissionDenied(f"Retrying a sync needs the '{services.RETRY_PERMISSION}' permission.")
+        return HttpResponseForbidden(
+            f"Retrying a sync needs the '{services.RETRY_PERMISSION}' permission (ask an admin).\n",
+            content_type="text/plain",
+        )
     sync = get_object_or_404(IntegrationSync.objects.select_related("integration", "content_type"), pk=pk)
     label = f"sync {sync.pk} ({sync.content_type.model}:{sync.object_id} {sync.event_type} → {sync.integration.name})"
     try:

@@ -257,6 +257,7 @@ def test_retry_needs_the_change_permission_not_just_view(staff, n8n):
     response = staff.post(f"{DASHBOARD}retry/{sync.pk}/")
 
     assert response.status_code == 403
+    assert b"integrations.change_integrationsync" in response.content
     sync.refresh_from_db()
     assert sync.status == SyncStatus.DEAD
 
