@@ -219,16 +219,21 @@ def test_log_filter_masks_arguments_and_tracebacks(production_log):
     assert not leaks("log", text), text
 
 
-def test_celery_handlers_get_the_filter():
-    logger = logging.getLogger("celery-like")
-    handler = logging.StreamHandler(io.StringIO())
-    logger.addHandler(handler)
-    try:
-        install_filter(logger)
-        install_filter(logger)
-        assert [type(f) for f in handler.filters] == [RedactSecretsFilter]
-    finally:
-        logger.removeHandler(handler)
+def test_celery_handlers_get_the_filter_when_celery_sets_up_logging():
+    from celery.signals import after_setup_logger, after_setup_task_logger
+
+    import app.celery  # noqa: F401 - connects the signal receivers
+
+    for signal in (after_setup_logger, after_setup_task_logger):
+        logger = logging.getLogger(f"celery-like-{signal.name}")
+        handler = logging.StreamHandler(io.StringIO())
+        logger.addHandler(handler)
+        try:
+            signal.send(sender=None, logger=logger, loglevel=logging.INFO, logfile=None, format="", colorize=False)
+            install_filter(logger)  # idempotent
+            assert [type(f) for f in handler.filters] == [RedactSecretsFilter]
+        finally:
+            logger.removeHandler(handler)
 
 
 def test_settings_console_handler_masks(settings):
