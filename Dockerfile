@@ -8,7 +8,8 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt && useradd --create-home --uid 10001 app
 COPY . .
 # Static files (admin, dashboard, Swagger UI) with hashed names, compressed; WhiteNoise serves them from STATIC_ROOT.
-RUN SECRET_KEY=build-only DATABASE_URL=postgres://build@localhost/build python manage.py collectstatic --noinput
+RUN SECRET_KEY=build-only FIELD_ENCRYPTION_KEYS=YnVpbGQtb25seS1ub3QtYS1zZWNyZXQta2V5LTMyYnk= \
+    DATABASE_URL=postgres://build@localhost/build python manage.py collectstatic --noinput
 USER app
 EXPOSE 8000
 # gunicorn binds 0.0.0.0:$PORT.

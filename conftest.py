@@ -13,6 +13,14 @@ def _no_wakeups_by_default(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counters():
+    """Login throttle counters live in the Redis cache: each test starts from none (and never 429s on a rerun)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def redis_client():
     import redis

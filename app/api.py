@@ -1,5 +1,7 @@
-"""API-wide helpers: Django ValidationError from services becomes a 400 with field messages; JSON 404s; pagination."""
+"""API-wide helpers: Django ValidationError from services becomes a 400 with field messages, PermissionDenied a 403
+with its reason; JSON 404s; pagination."""
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
 from django.views import defaults
@@ -12,6 +14,8 @@ def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         exc = exceptions.ValidationError(detail=detail)
+    elif isinstance(exc, DjangoPermissionDenied) and exc.args:
+        exc = exceptions.PermissionDenied(detail=str(exc.args[0]))  # a service's reason, not DRF's generic text
     return drf_exception_handler(exc, context)
 
 

@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import beat_init
+from celery.signals import after_setup_logger, after_setup_task_logger, beat_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "app.settings")
 
@@ -29,3 +29,12 @@ def install_missing_beat_defaults(**kwargs) -> None:
     from integrations.beat_defaults import install_beat_schedule
 
     install_beat_schedule()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def mask_secrets_in_celery_logs(logger=None, **kwargs) -> None:
+    """Celery replaces the root logger's handlers with its own: they get the secret-masking filter too."""
+    from app.logging import install_filter
+
+    install_filter(logger)

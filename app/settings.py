@@ -1,5 +1,7 @@
 """Settings from one environ.Env(); with nothing set, the embedded PostgreSQL and Redis (see app/embedded.py)."""
 
+import base64
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -23,6 +25,19 @@ if not SECRET_KEY:
     if not (DEBUG or EMBEDDED or RUNNING_TESTS):
         raise ImproperlyConfigured("Set SECRET_KEY (required when DATABASE_URL points at a production database).")
     SECRET_KEY = "insecure-local-only-key"
+# Secrets at rest (Integration.endpoint and signing secrets; integrations/fields.py): comma-separated Fernet keys, the
+# first encrypts, all decrypt (rotation: put a new key first, run `manage.py rotate_encryption_key`, drop the old one).
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+if not FIELD_ENCRYPTION_KEYS:
+    if not (DEBUG or EMBEDDED or RUNNING_TESTS):
+        raise ImproperlyConfigured(
+            "Set FIELD_ENCRYPTION_KEYS; generate a key with "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        )
+    # Local and test runs: a key derived from SECRET_KEY, so nothing else needs to be set.
+    FIELD_ENCRYPTION_KEYS = [
+        base64.urlsafe_b64encode(hashlib.sha256(f"shop-sync field encryption|{SECRET_KEY}".encode()).digest()).decode()
+    ]
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -99,6 +114,27 @@ if CELERY_BROKER_URL.startswith("unix://"):
     if "CELERY_BROKER_URL" in os.environ:  # Celery reads the variable itself, before this setting
         os.environ["CELERY_BROKER_URL"] = CELERY_BROKER_URL
 
+# The shared cache (throttle counters): Redis, so every web process counts together.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "shop-sync",
+        "TIMEOUT": 300,
+        "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env.int("PASSWORD_MIN_LENGTH", default=10)},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -127,6 +163,14 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "app.openapi.AutoSchema",
+    # Authentication is throttled per address and per username (app/throttles.py): 429 with Retry-After.
+    "DEFAULT_THROTTLE_RATES": {
+        "login": env.str("THROTTLE_LOGIN_RATE", default="10/min"),
+        "login_username": env.str("THROTTLE_LOGIN_USERNAME_RATE", default="5/min"),
+    },
+    # Client address = REMOTE_ADDR unless the web runs behind that many trusted proxies (then X-Forwarded-For):
+    # trusting X-Forwarded-For by default would let a client pick its own address and dodge the throttle.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "EXCEPTION_HANDLER": "app.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -184,7 +228,7 @@ N8N_WEBHOOK_SECRET = env.str("N8N_WEBHOOK_SECRET", default="")
 # Events of different objects POSTed at once by one worker (one object's events always go one after another).
 N8N_CONCURRENCY = env.int("N8N_CONCURRENCY", default=8)
 N8N_TIMEOUT = env.tuple("N8N_TIMEOUT", cast=float, default=(5.0, 15.0))  # connect, read seconds of every event POST
-# When set, /metrics answers only scrapers sending `Authorization: Bearer <token>`.
+# /metrics answers scrapers sending `Authorization: Bearer <token>` and staff sessions; never anonymous callers.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # 20 tries at 5 s doubling, capped at 6 h, with full jitter: a sync keeps retrying for about a day before `dead`.
 SYNC_MAX_ATTEMPTS = env.int("SYNC_MAX_ATTEMPTS", default=20)

@@ -17,6 +17,7 @@ def bench_env(db_name: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "bench.settings",
         "LOG_LEVEL": "WARNING",
         "SECRET_KEY": "bench-only-not-secret",
+        "FIELD_ENCRYPTION_KEYS": "YmVuY2gtb25seS1ub3Qtc2VjcmV0LWtleS0zMmJ5dGU=",  # bench-only Fernet key
         "BITRIX_WEBHOOK_TOKEN": INBOUND_TOKEN,
         "CONN_MAX_AGE": "60",
     }

@@ -5,7 +5,10 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_value
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.contrib.contenttypes.models import ContentType
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 
 from integrations import config, selectors, services
 from integrations.clients.n8n import generate_secret
@@ -82,12 +85,18 @@ class IntegrationAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if getattr(form, "generated_secret", False):
-            messages.warning(request, f"New signing secret (shown once, copy it to n8n now): {obj.secret}")
+            _remember_new_secret(request, obj)
         super().save_model(request, obj, form, change)
         # The form validated the configuration: a pause set for a configuration error has no reason any more.
         config.integration_config_fixed(integration=obj)
         if change and obj.enabled and "enabled" in form.changed_data:
             messages.info(request, integration_reenabled(integration=obj))
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._new_secrets_page(request) or super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request, obj):
+        return self._new_secrets_page(request) or super().response_change(request, obj)
 
     @admin.action(description="Rotate signing secret (old one stays valid for 24 h)")
     def rotate_secret(self, request, queryset):
@@ -96,7 +105,31 @@ class IntegrationAdmin(admin.ModelAdmin):
             integration.previous_secret_expires_at = timezone.now() + timezone.timedelta(hours=24)
             integration.secret = generate_secret()
             integration.save()
-            messages.warning(request, f"{integration.name}: new secret (shown once): {integration.secret}")
+            _remember_new_secret(request, integration)
+        return self._new_secrets_page(request)
+
+    def _new_secrets_page(self, request):
+        """A new signing secret is shown once, in the answer to the request that made it: never in a message (the
+        default storage keeps those in a cookie), never in the session, and the page is not cached."""
+        shown = getattr(request, "_new_signing_secrets", None)
+        if not shown:
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "New signing secret",
+            "secrets": shown,
+            "changelist_url": reverse("admin:integrations_integration_changelist"),
+        }
+        response = TemplateResponse(request, "admin/integrations/integration/new_secret.html", context)
+        add_never_cache_headers(response)
+        response["Cache-Control"] = "no-store, no-cache, must-revalidate, max-age=0, private"
+        response["Pragma"] = "no-cache"
+        return response
+
+
+def _remember_new_secret(request, integration: Integration) -> None:
+    shown = getattr(request, "_new_signing_secrets", [])
+    request._new_signing_secrets = [*shown, (integration.name, integration.secret)]
 
 
 class SyncAttemptInline(admin.TabularInline):
@@ -157,7 +190,7 @@ class IntegrationSyncAdmin(ReadOnlyAdmin):
     search_fields = ["=object_id", "=event_id", "=remote_id"]
     date_hierarchy = "created_at"
     inlines = [SyncAttemptInline]
-    actions = ["retry_now", "replay"]
+    actions = ["retry_now"]
     list_select_related = ["integration", "content_type"]
     # The model's fields in their order, with `next_attempt` shown only where there is one (not on failed/dead rows).
     fields = [
@@ -191,21 +224,23 @@ class IntegrationSyncAdmin(ReadOnlyAdmin):
         # Formatted here: the change page shows a method's raw value ("None", a UTC repr), the list would localize.
         return display_for_value(next_attempt_shown(obj), self.get_empty_value_display())
 
-    @admin.action(description="Retry now (failed, dead, retrying or skipped rows)")
-    def retry_now(self, request, queryset):
-        count = 0
-        for sync in queryset.exclude(status__in=["synced", "superseded", "in_progress"]):
-            services.sync_retry_now(sync=sync)
-            count += 1
-        messages.info(request, f"{count} syncs scheduled now.")
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm(services.RETRY_PERMISSION)
 
-    @admin.action(description="Replay (deliver again with the same event id)")
-    def replay(self, request, queryset):
-        count = 0
-        for sync in queryset.exclude(status="in_progress"):
-            services.sync_replay(sync=sync)
-            count += 1
-        messages.info(request, f"{count} syncs replayed.")
+    @admin.action(description="Retry now (dead, failed or retrying rows; same event id)", permissions=["retry"])
+    def retry_now(self, request, queryset):
+        """Through services.sync_retry, with the same stale-state check as the API, the dashboard and sync_retry."""
+        retried, refused = 0, []
+        for pk in queryset.order_by("id").values_list("pk", flat=True):  # oldest first: an object's rows stay in order
+            try:
+                services.sync_retry(sync_id=pk)
+                retried += 1
+            except services.RetryRefused as exc:
+                refused.append(f"sync {pk}: {exc}")
+        messages.info(request, f"{retried} syncs scheduled now.")
+        if refused:
+            more = f" (and {len(refused) - 10} more)" if len(refused) > 10 else ""
+            messages.warning(request, f"{len(refused)} not retried: " + "; ".join(refused[:10]) + more)
 
 
 @admin.register(ExternalLink)

@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
@@ -21,6 +21,14 @@ from integrations.models import (
     SyncAttempt,
     SyncStatus,
 )
+from integrations.services import RETRY_PERMISSION
+
+
+class RetryPermission(BasePermission):
+    message = f"Retrying a sync needs the '{RETRY_PERMISSION}' permission (admin → Users → permissions)."
+
+    def has_permission(self, request, view) -> bool:
+        return request.user.has_perm(RETRY_PERMISSION)
 
 
 class StaffApi(APIView):
@@ -234,20 +242,25 @@ class SyncListApi(StaffApi):
 
 
 class SyncRetryApi(StaffApi):
+    """Staff with the change permission on integration syncs (as in the admin); refused rows answer 409 and say why."""
+
+    permission_classes = [IsAdminUser, RetryPermission]
+
     @extend_schema(
         request=None,
         responses={
             200: SyncSerializer,
+            403: inline_serializer("RetryForbidden", {"detail": serializers.CharField()}),
             409: inline_serializer("RetryRefused", {"detail": serializers.CharField()}),
         },
         summary="Deliver a failed, dead or waiting row now (same event id)",
     )
     def post(self, request, sync_id: int):
-        sync = get_object_or_404(IntegrationSync.objects.select_related("integration"), pk=sync_id)
-        reason = selectors.stale_state_retry_reason(sync)
-        if reason:
-            return Response({"detail": reason}, status=status.HTTP_409_CONFLICT)
-        row = services.sync_retry_now(sync=sync)
+        get_object_or_404(IntegrationSync, pk=sync_id)
+        try:
+            row = services.sync_retry(sync_id=sync_id)
+        except services.RetryRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(SyncSerializer(selectors.sync_list().get(pk=row.pk)).data)
 
 

@@ -13,7 +13,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
 from django.db.models.functions import TruncHour
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -197,6 +197,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "inbound": inbound,
         "inbound_limit": INBOUND_ROWS,
         "object_text": object_text,
+        "can_retry": request.user.has_perm(services.RETRY_PERMISSION),
         "chart_hours": CHART_HOURS,
         "changelist_url": reverse("admin:integrations_integrationsync_changelist"),
         "inbound_changelist_url": reverse("admin:integrations_inboundwebhook_changelist"),
@@ -206,15 +207,21 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def retry_view(request: HttpRequest, pk: int) -> HttpResponse:
-    """Bring one dead/failed row forward to now (same event id), unless that would replay stale state."""
-    _check_permission(request)
+    """Bring one dead/failed row forward to now (same event id), unless that would replay stale state.
+
+    Needs the change permission on integration syncs (viewing the dashboard needs only the view one): 403 otherwise."""
+    if not request.user.has_perm(services.RETRY_PERMISSION):
+        return HttpResponseForbidden(
+            f"Retrying a sync needs the '{services.RETRY_PERMISSION}' permission (ask an admin).\n",
+            content_type="text/plain",
+        )
     sync = get_object_or_404(IntegrationSync.objects.select_related("integration", "content_type"), pk=pk)
-    reason = selectors.stale_state_retry_reason(sync)
     label = f"sync {sync.pk} ({sync.content_type.model}:{sync.object_id} {sync.event_type} → {sync.integration.name})"
-    if reason:
-        messages.error(request, f"{label} not retried: {reason}")
+    try:
+        services.sync_retry(sync_id=sync.pk)
+    except services.RetryRefused as exc:
+        messages.error(request, f"{label} not retried: {exc}")
     else:
-        services.sync_retry_now(sync=sync)
         messages.success(request, f"{label} scheduled for delivery now.")
     return HttpResponseRedirect(reverse("sync_dashboard:index"))
 

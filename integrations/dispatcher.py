@@ -2,6 +2,7 @@
 
 import logging
 import time
+from dataclasses import replace
 
 from django.conf import settings
 from django.utils import timezone
@@ -9,6 +10,7 @@ from django.utils import timezone
 from integrations import config, services
 from integrations.errors import ConfigurationError
 from integrations.lease import RoundLease
+from integrations.masking import remember_endpoint, scrub
 from integrations.models import DUE_STATUSES, Integration, IntegrationSync, SyncStatus
 from integrations.policy import Verdict
 from integrations.targets import target_for
@@ -61,12 +63,28 @@ def dispatch_once(integration_id: int, *, limit: int | None = None) -> int:
         log.exception("[WORKER] integration=%s target crashed", integration.pk)
         outcomes = {c.id: Outcome(verdict=Verdict.RETRYABLE, error=f"{type(exc).__name__}: {exc}") for c in claimed}
     missing = Outcome(verdict=Verdict.RETRYABLE, error="target returned no outcome")
+    secrets = remember_endpoint(integration.endpoint)
     services.sync_complete_many(
-        results=[(item, outcomes.get(item.id) or missing) for item in claimed], started_at=started
+        results=[(item, masked_outcome(outcomes.get(item.id) or missing, secrets)) for item in claimed],
+        started_at=started,
     )
     if misconfigured:  # after completion, whose bookkeeping lifts pauses when some rows succeeded
         config.integration_pause_for_config(integration=integration, error=misconfigured)
     return len(claimed)
+
+
+def masked_outcome(outcome: Outcome, secrets: tuple[str, ...]) -> Outcome:
+    """What gets stored (SyncAttempt, last_error, disabled_reason) never quotes the endpoint's secret parts."""
+    http = outcome.http
+    if http is not None and http.secrets != secrets:
+        http = replace(http, secrets=tuple({*http.secrets, *secrets}))
+    return replace(
+        outcome,
+        http=http,
+        error=scrub(outcome.error, secrets),
+        request_summary=scrub(outcome.request_summary, secrets),
+        disable_integration=scrub(outcome.disable_integration, secrets),
+    )
 
 
 def integrations_with_due_work() -> list[int]:

@@ -137,11 +137,33 @@ registry = CollectorRegistry(auto_describe=False)
 registry.register(SyncCollector())
 
 
+NOT_CONFIGURED = (
+    "metrics are locked: set METRICS_TOKEN and scrape with `Authorization: Bearer <token>`, "
+    "or log in to the admin as staff\n"
+)
+
+
 def metrics_view(request):
-    """Prometheus text format. With METRICS_TOKEN set, scrapers must send `Authorization: Bearer <token>`."""
+    """Prometheus text format, for scrapers sending `Authorization: Bearer <METRICS_TOKEN>` or a staff session.
+
+    Never open: with no token configured and no staff session the answer is 403 saying what to set."""
     token = settings.METRICS_TOKEN
-    if token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    header = request.headers.get("Authorization", "")
+    user = getattr(request, "user", None)
+    staff = bool(user is not None and user.is_active and user.is_staff)
+    if header and token:
+        given = header.removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
-            return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
+            return _refused("wrong metrics token\n", 401)
+    elif not staff:
+        if token:
+            return _refused("send `Authorization: Bearer <METRICS_TOKEN>` or log in to the admin as staff\n", 401)
+        return _refused(NOT_CONFIGURED, 403)
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def _refused(message: str, status: int) -> HttpResponse:
+    response = HttpResponse(message, status=status, content_type="text/plain")
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return response

@@ -7,6 +7,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Q
 
+from integrations.fields import EncryptedTextField
+
 
 class IntegrationKind(models.TextChoices):
     BITRIX24 = "bitrix24", "Bitrix24"
@@ -36,14 +38,15 @@ DUE_STATUSES = (SyncStatus.PENDING, SyncStatus.RETRYING)
 
 
 class Integration(models.Model):
-    """One configured target. `endpoint` and `secret` are secrets: masked in admin, API and logs."""
+    """One configured target. `endpoint` and the secrets are secret: encrypted at rest, masked in admin/API/logs."""
 
     kind = models.CharField(max_length=20, choices=IntegrationKind.choices)
     name = models.CharField(max_length=100, unique=True)
     enabled = models.BooleanField(default=True)
-    endpoint = models.TextField(help_text="Bitrix24 inbound webhook URL or n8n webhook URL (secret).")
-    secret = models.TextField(blank=True, default="", help_text="Signing secret whsec_… (n8n).")
-    previous_secret = models.TextField(blank=True, default="")
+    # Encrypted at rest (integrations/fields.py): the Bitrix24 URL holds the webhook code, n8n's its webhook path.
+    endpoint = EncryptedTextField(help_text="Bitrix24 inbound webhook URL or n8n webhook URL (secret).")
+    secret = EncryptedTextField(blank=True, default="", help_text="Signing secret whsec_… (n8n).")
+    previous_secret = EncryptedTextField(blank=True, default="")
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     event_filter = models.JSONField(
         default=list, blank=True, help_text='Event names to send, e.g. ["order.status_changed"]; empty = all.'

@@ -415,24 +415,47 @@ def sync_release_unclaimable(*, claimed: list[Claimed], reason: str) -> None:
     sync_complete_many(results=[(item, outcome) for item in claimed], started_at=timezone.now())
 
 
+# Who may retry/replay (API, dashboard, admin): the change permission on integration syncs, not just the view one.
+RETRY_PERMISSION = "integrations.change_integrationsync"
+
+
+class RetryRefused(Exception):
+    """An operator's retry that would be wrong (stale state, already delivered or being delivered); str() says why."""
+
+
+def sync_retry(*, sync_id: int) -> IntegrationSync:
+    """The one way operators deliver a row again (API, dashboard, admin actions, `sync_retry`): same event id (receivers
+    dedupe on it), due now. Refused with the reason (RetryRefused) when selectors.stale_state_retry_reason objects,
+    checked on the locked row so a delivery finishing meanwhile cannot slip past it."""
+    from integrations.selectors import stale_state_retry_reason
+
+    with transaction.atomic():
+        row = IntegrationSync.objects.select_for_update(of=("self",)).select_related("integration").get(pk=sync_id)
+        reason = stale_state_retry_reason(row)
+        if reason:
+            raise RetryRefused(reason)
+        _make_due(row)
+    return row
+
+
 def sync_replay(*, sync: IntegrationSync) -> IntegrationSync:
-    """Make a finished row due again, same event id (receivers dedupe on it)."""
+    """Make a finished row due again, same event id, without the operator checks (reconcile revives a dead create
+    whose object has no link and no open row; operators go through sync_retry)."""
     with transaction.atomic():
         row = IntegrationSync.objects.select_for_update().get(pk=sync.pk)
         if row.status in OPEN_STATUSES and row.status != SyncStatus.RETRYING:
             return row
-        row.status, row.next_attempt_at, row.last_error = SyncStatus.PENDING, timezone.now(), ""
-        row.attempts = 0
-        row.save()
-        from integrations.outbox import wake
-
-        transaction.on_commit(lambda: wake([row.integration_id]))
+        _make_due(row)
     return row
 
 
-def sync_retry_now(*, sync: IntegrationSync) -> IntegrationSync:
-    """Bring a waiting or failed row forward to now."""
-    return sync_replay(sync=sync)
+def _make_due(row: IntegrationSync) -> None:
+    row.status, row.next_attempt_at, row.last_error = SyncStatus.PENDING, timezone.now(), ""
+    row.attempts = 0
+    row.save()
+    from integrations.outbox import wake
+
+    transaction.on_commit(lambda: wake([row.integration_id]))
 
 
 __all__ = [
@@ -442,6 +465,8 @@ __all__ = [
     "sync_complete_many",
     "sync_lease_extend",
     "sync_replay",
+    "sync_retry",
+    "RetryRefused",
     "link_get",
     "link_set",
 ]

@@ -12,9 +12,9 @@ from rest_framework.views import APIView
 
 from app.api import paginated_response
 from orders.filters import ORDERING_CHOICES
-from orders.models import TRANSITIONS, Order, OrderStatus
+from orders.models import Order, OrderStatus
 from orders.selectors import order_get, order_list
-from orders.services import order_change_status, order_create, order_delete, order_update
+from orders.services import order_change_status, order_create, order_delete, order_update, transitions_for
 from users.models import User
 
 MAX_QUANTITY = 2_147_483_647  # PostgreSQL integer
@@ -60,9 +60,12 @@ class OrderOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     # Plain strings: an enum here would duplicate StatusEnum under a second name in the schema.
-    @extend_schema_field(serializers.ListField(child=serializers.CharField(), help_text="Statuses reachable next."))
+    @extend_schema_field(
+        serializers.ListField(child=serializers.CharField(), help_text="Statuses the caller may move the order to.")
+    )
     def get_allowed_transitions(self, order: Order) -> list[str]:
-        return [str(s) for s in TRANSITIONS.get(order.status, ())]
+        request = self.context.get("request")
+        return [str(s) for s in transitions_for(current=order.status, actor=request.user if request else None)]
 
 
 class OrderFieldsSerializer(serializers.Serializer):
@@ -75,6 +78,10 @@ class OrderFieldsSerializer(serializers.Serializer):
     quantity = _quantity_field(required=False)
     currency = _currency_field(required=False)
     comment = serializers.CharField(allow_blank=True, required=False, trim_whitespace=False)
+
+
+def _output(request, order: Order) -> dict:
+    return OrderOutputSerializer(order, context={"request": request}).data
 
 
 def _get_visible_order(request, order_id: int) -> Order:
@@ -119,7 +126,7 @@ class OrderListCreateApi(APIView):
         if owner != request.user and not request.user.is_staff:
             raise serializers.ValidationError({"user": ["Only staff can create orders for other users."]})
         order = order_create(user=owner, **data)
-        return Response(OrderOutputSerializer(order).data, status=status.HTTP_201_CREATED)
+        return Response(_output(request, order), status=status.HTTP_201_CREATED)
 
 
 class OrderDetailApi(APIView):
@@ -134,7 +141,7 @@ class OrderDetailApi(APIView):
 
     @extend_schema(responses=OrderOutputSerializer)
     def get(self, request, order_id: int):
-        return Response(OrderOutputSerializer(_get_visible_order(request, order_id)).data)
+        return Response(_output(request, _get_visible_order(request, order_id)))
 
     @extend_schema(request=InputSerializer, responses=OrderOutputSerializer)
     def put(self, request, order_id: int):
@@ -154,20 +161,23 @@ class OrderDetailApi(APIView):
         serializer = self.InputSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         order = order_update(order=order, data=serializer.validated_data)
-        return Response(OrderOutputSerializer(order).data)
+        return Response(_output(request, order))
 
 
 class OrderStatusApi(APIView):
+    """Staff may make any allowed transition; a customer may only cancel their own order while it is new or
+    confirmed (403 with the reason otherwise). `allowed_transitions` in every answer lists what the caller may set."""
+
     class InputSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=OrderStatus.choices)
 
         class Meta:
             ref_name = "OrderStatusInput"
 
-    @extend_schema(request=InputSerializer, responses=OrderOutputSerializer)
+    @extend_schema(request=InputSerializer, responses={200: OrderOutputSerializer, 400: None, 403: None, 404: None})
     def post(self, request, order_id: int):
         order = _get_visible_order(request, order_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        order = order_change_status(order=order, status=serializer.validated_data["status"])
-        return Response(OrderOutputSerializer(order).data)
+        order = order_change_status(order=order, status=serializer.validated_data["status"], actor=request.user)
+        return Response(_output(request, order))

@@ -4,7 +4,7 @@ from contextlib import contextmanager
 
 from django.db import IntegrityError
 from django.http import Http404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -14,6 +14,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from app.api import paginated_response
+from app.throttles import LoginAddressThrottle, LoginUsernameThrottle
 from users.models import User
 from users.selectors import user_get, user_list
 from users.services import user_create, user_update
@@ -39,15 +40,20 @@ class UserOutputSerializer(serializers.ModelSerializer):
 
 
 class TokenObtainApi(ObtainAuthToken):
-    """POST username + password → {"token": ...}; bad credentials → 400."""
+    """POST username + password → {"token": ...}; bad credentials → 400; too many tries → 429 with Retry-After
+    (per address and per username, rates in settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"])."""
 
     # Public: a stale token in the Authorization header must not stop a client from logging in again.
     authentication_classes = ()
     permission_classes = (AllowAny,)
+    throttle_classes = (LoginAddressThrottle, LoginUsernameThrottle)
 
     @extend_schema(
         request=AuthTokenSerializer,
-        responses={200: inline_serializer("AuthTokenResponse", {"token": serializers.CharField()})},
+        responses={
+            200: inline_serializer("AuthTokenResponse", {"token": serializers.CharField()}),
+            429: OpenApiResponse(description="Too many login attempts; retry after the Retry-After header's seconds."),
+        },
     )
     def post(self, request, *args, **kwargs):
         return super().post(request, *args, **kwargs)
@@ -93,7 +99,12 @@ class UserListCreateApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         email = serializers.EmailField(max_length=254)
-        password = serializers.CharField(required=False, write_only=True, style={"input_type": "password"})
+        password = serializers.CharField(
+            required=False,
+            write_only=True,
+            style={"input_type": "password"},
+            help_text="Checked by the configured password validators (length, similarity, common, numeric).",
+        )
         username = serializers.CharField(max_length=150, required=False)
         phone = serializers.CharField(max_length=32, allow_blank=True, required=False)
         first_name = serializers.CharField(max_length=150, allow_blank=True, required=False)

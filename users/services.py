@@ -1,5 +1,7 @@
 """Writes for users. Saving goes through model.save(), whose post_save receiver records the outbox rows."""
 
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from users.models import User
@@ -11,6 +13,10 @@ PROFILE_FIELDS = ("email", "phone", "first_name", "last_name")
 def user_create(*, email: str, password: str | None = None, username: str | None = None, **fields) -> User:
     user = User(username=username or email, email=email.strip().lower(), **fields)
     if password:
+        try:
+            validate_password(password, user=user)  # AUTH_PASSWORD_VALIDATORS; messages never quote the password
+        except ValidationError as exc:
+            raise ValidationError({"password": exc.messages}) from None
         user.set_password(password)
     else:
         user.set_unusable_password()

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import requests
 
 from integrations.clients.http import HttpResult, TimeoutSession, send
 from integrations.clients.params import encode_params
+from integrations.masking import mask_endpoint, remember_endpoint
 
 MAX_BATCH = 50
 _METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
@@ -25,14 +25,8 @@ REQUEST_ID_HEADER = "X-Request-Id"
 
 
 def mask_webhook_url(url: str) -> str:
-    """https://portal/rest/1/<code>/ -> https://portal/rest/1/***/ (anything unrecognised keeps only the host)."""
-    parts = urlsplit(url)
-    found = re.match(r"^/rest/(\d+)/", parts.path)
-    return (
-        f"{parts.scheme}://{parts.netloc}/rest/{found.group(1)}/***/"
-        if found
-        else f"{parts.scheme}://{parts.netloc}/***"
-    )
+    """https://portal/rest/1/<code>/ -> https://portal/*** (the one rule of integrations.masking for every kind)."""
+    return mask_endpoint(url)
 
 
 @dataclass
@@ -162,6 +156,7 @@ class BitrixClient:
         before_send: Callable[[], Any] | None = None,
     ):
         self._webhook_url = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
+        remember_endpoint(self._webhook_url)  # log lines of this process mask its code wherever it appears
         self.session = session or TimeoutSession(5, 65)
         self.acquire = acquire
         self.request_id = request_id

@@ -10,6 +10,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
+from integrations.masking import endpoint_secrets, scrub
+
 EXCERPT_BYTES = 2048
 
 
@@ -26,6 +28,8 @@ class HttpResult:
     # True when the request may have reached the server although no answer came back (read timeout, reset):
     # the outcome is unknown and a create must be looked up remotely before it is retried.
     maybe_applied: bool = False
+    # The endpoint's secret parts (integrations.masking), masked out of the excerpt: error pages may quote the URL.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def ok(self) -> bool:
@@ -33,7 +37,7 @@ class HttpResult:
 
     @property
     def excerpt(self) -> str:
-        return self.body[:EXCERPT_BYTES].decode("utf-8", "replace")
+        return scrub(self.body[:EXCERPT_BYTES].decode("utf-8", "replace"), self.secrets)
 
     def json(self) -> Any:
         import json
@@ -81,40 +85,37 @@ class TimeoutSession(requests.Session):
 
 def send(session: requests.Session, method: str, url: str, **kwargs) -> HttpResult:
     """Perform one request; never raises for HTTP statuses or transport errors."""
+    secrets = endpoint_secrets(url)
     started = time.monotonic()
     try:
         response = session.request(method, url, **kwargs)
     except requests.exceptions.ConnectTimeout as exc:
-        return _failure(started, exc, maybe_applied=False)
+        return _failure(started, exc, secrets, maybe_applied=False)
     except requests.exceptions.ReadTimeout as exc:
-        return _failure(started, exc, maybe_applied=True)
+        return _failure(started, exc, secrets, maybe_applied=True)
     except requests.exceptions.ConnectionError as exc:
         # Refused/unresolvable never reached the server; a reset or a dropped connection may have.
         text = str(exc)
         not_sent = any(s in text for s in ("NewConnectionError", "Connection refused", "Name or service"))
-        return _failure(started, exc, maybe_applied=not not_sent)
+        return _failure(started, exc, secrets, maybe_applied=not not_sent)
     except requests.exceptions.RequestException as exc:
-        return _failure(started, exc, maybe_applied=False)
+        return _failure(started, exc, secrets, maybe_applied=False)
     return HttpResult(
         status=response.status_code,
         body=response.content,
         headers={k.lower(): v for k, v in response.headers.items()},
         duration_ms=int((time.monotonic() - started) * 1000),
+        secrets=secrets,
     )
 
 
-def _failure(started: float, exc: Exception, *, maybe_applied: bool) -> HttpResult:
+def _failure(started: float, exc: Exception, secrets: tuple[str, ...], *, maybe_applied: bool) -> HttpResult:
+    """Exception texts quote the URL (with the webhook code or path): they are kept masked."""
     return HttpResult(
         status=None,
         duration_ms=int((time.monotonic() - started) * 1000),
         error_class=type(exc).__name__,
-        error=_strip_urls(str(exc))[:500],
+        error=scrub(str(exc), secrets)[:500],
         maybe_applied=maybe_applied,
+        secrets=secrets,
     )
-
-
-def _strip_urls(text: str) -> str:
-    """Exception texts quote the URL (with the webhook code): keep only host-free wording."""
-    from app.logging import redact
-
-    return redact(text)

@@ -51,6 +51,18 @@ def staff(db) -> Client:
 
 
 @pytest.fixture
+def operator(db) -> Client:
+    """Staff who may also retry: the change permission on integration syncs."""
+    user = UserFactory(is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_integrationsync", "change_integrationsync", "view_integration"])
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
 def n8n(db):
     return IntegrationFactory(kind=IntegrationKind.N8N, name="n8n-main", endpoint=N8N_URL, secret=N8N_SECRET)
 
@@ -221,13 +233,13 @@ def test_object_filter_explains_bad_input(staff, text):
 # Retry
 
 
-def test_retry_button_makes_a_dead_row_pending_again(staff, n8n):
+def test_retry_button_makes_a_dead_row_pending_again(operator, n8n):
     sync = make_dead(OrderFactory(), n8n)
-    page = staff.get(DASHBOARD).content.decode()
+    page = operator.get(DASHBOARD).content.decode()
     assert f'action="{DASHBOARD}retry/{sync.pk}/"' in page
     assert "csrfmiddlewaretoken" in page
 
-    response = staff.post(f"{DASHBOARD}retry/{sync.pk}/", follow=True)
+    response = operator.post(f"{DASHBOARD}retry/{sync.pk}/", follow=True)
 
     assert response.redirect_chain == [(DASHBOARD, 302)]
     sync.refresh_from_db()
@@ -235,6 +247,19 @@ def test_retry_button_makes_a_dead_row_pending_again(staff, n8n):
     assert sync.next_attempt_at <= timezone.now()
     assert any("scheduled for delivery now" in str(m) for m in response.context["messages"])
     assert f'id="sync-{sync.pk}"' not in response.content.decode()
+
+
+def test_retry_needs_the_change_permission_not_just_view(staff, n8n):
+    sync = make_dead(OrderFactory(), n8n)
+    page = staff.get(DASHBOARD).content.decode()
+    assert 'disabled title="needs the change permission on integration syncs"' in page
+
+    response = staff.post(f"{DASHBOARD}retry/{sync.pk}/")
+
+    assert response.status_code == 403
+    assert b"integrations.change_integrationsync" in response.content
+    sync.refresh_from_db()
+    assert sync.status == SyncStatus.DEAD
 
 
 def test_retry_requires_post_and_a_csrf_token(db, n8n):
@@ -249,7 +274,7 @@ def test_retry_requires_post_and_a_csrf_token(db, n8n):
     assert sync.status == SyncStatus.DEAD
 
 
-def test_retry_refuses_to_replay_stale_bitrix_state(staff, db):
+def test_retry_refuses_to_replay_stale_bitrix_state(operator, db):
     bitrix = IntegrationFactory(kind=IntegrationKind.BITRIX24, name="bx", endpoint=BITRIX_URL)
     order = OrderFactory()
     order.title = "changed"
@@ -258,10 +283,10 @@ def test_retry_refuses_to_replay_stale_bitrix_state(staff, db):
     IntegrationSync.objects.filter(pk=first.pk).update(status=SyncStatus.DEAD)
     IntegrationSync.objects.filter(pk=second.pk).update(status=SyncStatus.SYNCED)
 
-    page = staff.get(DASHBOARD).content.decode()
+    page = operator.get(DASHBOARD).content.decode()
     assert "use resync" in page
 
-    response = staff.post(f"{DASHBOARD}retry/{first.pk}/", follow=True)
+    response = operator.post(f"{DASHBOARD}retry/{first.pk}/", follow=True)
 
     first.refresh_from_db()
     assert first.status == SyncStatus.DEAD

@@ -1,6 +1,7 @@
 """/metrics: Prometheus text read from the database at scrape time (so every process reports the same numbers)."""
 
 import pytest
+from django.test import Client
 from django.urls import path
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -11,9 +12,17 @@ from integrations.policy import Verdict
 from integrations.tests.factories import IntegrationFactory
 from integrations.tests.support import answer
 from orders.tests.factories import OrderFactory
+from users.tests.factories import UserFactory
 
 urlpatterns = [path("metrics", metrics_view)]
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
+
+
+@pytest.fixture
+def client(client):
+    """A staff session: /metrics is never open to anonymous callers."""
+    client.force_login(UserFactory(is_staff=True))
+    return client
 
 
 def scrape(client, **headers) -> dict[tuple, float]:
@@ -83,9 +92,29 @@ def test_a_database_failure_is_reported_as_db_up_zero_not_an_error(client, monke
     assert value(samples, "integrations_metrics_db_up") == 0
 
 
-def test_metrics_token_when_configured(client, settings):
+def test_metrics_token_when_configured(settings):
     settings.METRICS_TOKEN = "scrape-secret"
+    anonymous = Client()
 
-    assert client.get("/metrics").status_code == 401
-    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
-    assert value(scrape(client, HTTP_AUTHORIZATION="Bearer scrape-secret"), "integrations_metrics_db_up") == 1
+    assert anonymous.get("/metrics").status_code == 401
+    assert anonymous.get("/metrics")["WWW-Authenticate"].startswith("Bearer")
+    assert anonymous.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    assert value(scrape(anonymous, HTTP_AUTHORIZATION="Bearer scrape-secret"), "integrations_metrics_db_up") == 1
+
+
+def test_metrics_without_a_token_configured_refuse_anonymous_callers_saying_what_to_set(settings):
+    settings.METRICS_TOKEN = ""
+
+    for headers in ({}, {"HTTP_AUTHORIZATION": "Bearer "}, {"HTTP_AUTHORIZATION": "Bearer anything"}):
+        response = Client().get("/metrics", **headers)
+        assert response.status_code == 403
+        assert b"METRICS_TOKEN" in response.content and b"integrations_" not in response.content
+
+
+def test_metrics_answer_a_staff_session_but_not_a_customer_session(client, settings):
+    settings.METRICS_TOKEN = ""
+    customer = Client()
+    customer.force_login(UserFactory())
+
+    assert customer.get("/metrics").status_code == 403
+    assert value(scrape(client), "integrations_metrics_db_up") == 1

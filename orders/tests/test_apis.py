@@ -43,7 +43,7 @@ def test_customer_creates_order_for_themselves():
     assert set(data) == OUTPUT_FIELDS
     assert data["user"] == customer.pk
     assert (data["amount"], data["currency"], data["status"]) == ("120.50", "EUR", "new")
-    assert data["allowed_transitions"] == ["confirmed", "cancelled"]
+    assert data["allowed_transitions"] == ["cancelled"]  # a customer may only cancel; staff confirm
 
 
 def test_order_create_applies_defaults():

@@ -4,7 +4,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from orders.models import TRANSITIONS, OrderStatus
+from orders.services import CUSTOMER_REFUSED
 from orders.tests.factories import OrderFactory
+from users.tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -14,14 +16,18 @@ DISALLOWED = [
 ]
 
 
-def change_status(order, status):
+CUSTOMER_ALLOWED = [("new", "cancelled"), ("confirmed", "cancelled")]
+CUSTOMER_REFUSED_MOVES = [move for move in ALLOWED if move not in CUSTOMER_ALLOWED]
+
+
+def change_status(order, status, user=None):
     client = APIClient()
-    client.force_authenticate(user=order.user)
+    client.force_authenticate(user=user or UserFactory(is_staff=True))
     return client.post(f"/api/orders/{order.pk}/status/", {"status": status}, format="json")
 
 
 @pytest.mark.parametrize(("current", "new"), ALLOWED)
-def test_allowed_transition_changes_status(current, new):
+def test_staff_may_make_every_allowed_transition(current, new):
     order = OrderFactory(status=current)
 
     response = change_status(order, new)
@@ -31,6 +37,54 @@ def test_allowed_transition_changes_status(current, new):
     assert response.json()["allowed_transitions"] == list(TRANSITIONS[new])
     order.refresh_from_db()
     assert order.status == new
+
+
+@pytest.mark.parametrize(("current", "new"), CUSTOMER_ALLOWED)
+def test_customer_may_cancel_own_order_before_work_starts(current, new):
+    order = OrderFactory(status=current)
+
+    response = change_status(order, new, user=order.user)
+
+    assert response.status_code == 200, response.content
+    order.refresh_from_db()
+    assert order.status == new
+
+
+@pytest.mark.parametrize(("current", "new"), CUSTOMER_REFUSED_MOVES)
+def test_customer_may_not_confirm_start_finish_or_cancel_started_order(current, new):
+    """Confirming, starting and finishing move the CRM deal on (done = won): only staff may."""
+    order = OrderFactory(status=current)
+
+    response = change_status(order, new, user=order.user)
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": CUSTOMER_REFUSED}
+    order.refresh_from_db()
+    assert order.status == current
+
+
+@pytest.mark.parametrize(
+    ("current", "expected"), [("new", ["cancelled"]), ("confirmed", ["cancelled"]), ("in_progress", []), ("done", [])]
+)
+def test_customer_sees_only_what_they_may_set_in_allowed_transitions(current, expected):
+    order = OrderFactory(status=current)
+    client = APIClient()
+    client.force_authenticate(user=order.user)
+
+    assert client.get(f"/api/orders/{order.pk}/").json()["allowed_transitions"] == expected
+
+
+def test_customer_refused_transition_writes_no_outbox_row():
+    from integrations.models import IntegrationSync
+    from integrations.tests.factories import IntegrationFactory
+
+    IntegrationFactory()
+    order = OrderFactory()
+    before = IntegrationSync.objects.count()
+
+    assert change_status(order, "done", user=order.user).status_code == 400
+    assert change_status(order, "confirmed", user=order.user).status_code == 403
+    assert IntegrationSync.objects.count() == before
 
 
 @pytest.mark.parametrize(("current", "new"), DISALLOWED)
@@ -66,5 +120,5 @@ def test_bad_status_body_is_400(body):
 
     response = client.post(f"/api/orders/{order.pk}/status/", body, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 400, response.content
     assert response.json()["status"]

@@ -128,6 +128,27 @@ def test_staff_creates_user_who_can_then_obtain_a_token():
     assert token.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("password", "says"),
+    [
+        ("short1", "too short"),
+        ("password123", "too common"),
+        ("8362517409", "entirely numeric"),
+        ("walter.white.42", "too similar"),
+    ],
+)
+def test_staff_create_with_a_weak_password_is_400_saying_why_and_writes_nothing(password, says):
+    staff = UserFactory(is_staff=True)
+    body = {"email": "walter.white.42@example.com", "password": password}
+
+    response = api(staff).post("/api/users/", body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert any(says in message for message in response.json()["password"]), response.json()
+    assert password not in response.content.decode()
+    assert not User.objects.filter(email=body["email"]).exists()
+
+
 def test_staff_create_with_duplicate_email_is_400():
     staff = UserFactory(is_staff=True)
     UserFactory(email="dup@example.com")

@@ -50,8 +50,11 @@ class Command(BaseCommand):
             elif options["dry_run"]:
                 action = "would retry"
             else:
-                services.sync_retry_now(sync=sync)
-                action, retried = "retried", retried + 1
+                try:
+                    services.sync_retry(sync_id=sync.pk)
+                    action, retried = "retried", retried + 1
+                except services.RetryRefused as exc:  # changed since it was listed
+                    action = f"skipped: {exc}"
             table_rows.append(
                 [sync.pk, sync.integration.name, f"{sync.object_type}:{sync.object_id}", sync.event_type]
                 + [sync.sequence, sync.status, sync.attempts, sync.last_error, action]

@@ -4,11 +4,11 @@ What runs: a gunicorn web process (2 workers), two `celery -A app worker` proces
 `celery beat` (DatabaseScheduler, sweep every second) against the test database and a redis-server of its own; the
 Bitrix24 sandbox (5xx 20 %, timeout 5 %, lost response 5 %, rate limit on; it posts ONCRMDEALUPDATE to our inbound
 view) and the n8n receivers in this process. Traffic goes through the DRF API (staff creates customers, customers
-write their orders and profiles, staff deletes) with stage changes made "in Bitrix24" interleaved, while faults are
-injected: SIGKILL of a worker mid-delivery, SIGTERM of the other (deploy), pg_terminate_backend, broker unreachable
-at commit, a restart of Redis (killed, back empty a second later). Security probes run along. Then faults stop, the
-system drains, reconcile runs once, and every invariant is checked. docs/reliability.md explains it;
-FAULTS_REPORT=<path> writes the table there too.
+write their orders and profiles and sometimes cancel one, staff walk order statuses and delete) with stage changes
+made "in Bitrix24" interleaved, while faults are injected: SIGKILL of a worker mid-delivery, SIGTERM of the other
+(deploy), pg_terminate_backend, broker unreachable at commit, a restart of Redis (killed, back empty a second
+later). Security probes run along. Then faults stop, the system drains, reconcile runs once, and every invariant is
+checked. docs/reliability.md explains it; FAULTS_REPORT=<path> writes the table there too.
 """
 
 import os
@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from datetime import timedelta
@@ -142,6 +143,8 @@ def child_env(db_name: str, application_token: str) -> dict:
         REDIS_URL=REDIS_URL,
         CELERY_BROKER_URL=REDIS_URL,
         SECRET_KEY=os.environ.get("SECRET_KEY") or "faults-suite-only",
+        # The processes read the integrations this test wrote: the same keys for the encrypted endpoints/secrets.
+        FIELD_ENCRYPTION_KEYS=",".join(django_settings.FIELD_ENCRYPTION_KEYS),
         DEBUG="false",
         BITRIX_TIMEOUT="2,1",
         N8N_TIMEOUT="1,2",  # a call fits in the 5 s lease with its margin (settings refuse a shorter lease)
@@ -191,6 +194,7 @@ class Api:
 
     def call(self, method: str, path: str, token: str | None = None, keep: bool = False, **kwargs):
         headers = {"Authorization": f"Token {token}"} if token else {}
+        headers.update(kwargs.pop("headers", None) or {})
         response = self.http.request(method, self.base + path, headers=headers, timeout=60, **kwargs)
         self.statuses[f"{response.status_code // 100}xx"] += 1
         if response.status_code >= 500:
@@ -247,13 +251,16 @@ class Traffic:
                 body["title"] = f"renamed {rng.randint(0, 10**6)}"
             self._count("order updates", api.call("PATCH", f"/api/orders/{pk}/", self.orders[pk], json=body))
         elif roll < 0.78 and self.orders:
+            # Staff walk the statuses; a customer may only cancel their own order before work starts
+            # (docs/security.md), so one status change in ten is the owner cancelling.
             pk = rng.choice(list(self.orders))
-            current = api.call("GET", f"/api/orders/{pk}/", self.orders[pk])
+            actor = self.orders[pk] if rng.random() < 0.1 else self.staff
+            current = api.call("GET", f"/api/orders/{pk}/", actor)
             allowed = current.json().get("allowed_transitions", []) if current.status_code == 200 else []
             forward = [s for s in allowed if s != "cancelled"]
-            nxt = "cancelled" if allowed and (rng.random() < 0.1 or not forward) else (forward or [None])[0]
+            nxt = "cancelled" if allowed and (actor != self.staff or not forward) else (forward or [None])[0]
             if nxt:
-                answer = api.call("POST", f"/api/orders/{pk}/status/", self.orders[pk], json={"status": nxt})
+                answer = api.call("POST", f"/api/orders/{pk}/status/", actor, json={"status": nxt})
                 self._count("status changes", answer)  # 400 when a Bitrix stage change got there first
         elif roll < 0.92:
             user_pk, token = rng.choice(self.users)
@@ -287,14 +294,18 @@ class Traffic:
 
 
 class SecurityProbes:
-    """Things that must be refused while the system runs; each probe is (what, expected status, got)."""
+    """Things that must be refused while the system runs; each probe is (what, expected status, got).
 
-    def __init__(self, api: Api, base: str):
-        self.api, self.base = api, base
+    `viewer_token`: staff who may view sync history but not retry (docs/security.md)."""
+
+    def __init__(self, api: Api, base: str, viewer_token: str = ""):
+        self.api, self.base, self.viewer = api, base, viewer_token
         self.results: list[tuple[str, int, int]] = []
+        self.runs = 0
 
     def run(self, traffic: Traffic) -> None:
         api = self.api
+        self.runs += 1
         owners = list(traffic.orders.items())
         tokens = {t for _, t in traffic.users}
         if len(tokens) >= 2 and owners:
@@ -309,6 +320,7 @@ class SecurityProbes:
             self._expect("customer deletes an order", 403, api.call("DELETE", f"/api/orders/{order_pk}/", other))
             self._expect("customer reads sync status", 403, api.call("GET", "/api/integrations/status/", other))
             self._expect("customer lists users", 403, api.call("GET", "/api/users/", other))
+            self.customer_moves_own_order_on(traffic)
         self._expect("anonymous lists orders", 401, api.call("GET", "/api/orders/"))
         self._expect("anonymous reads sync history", 401, api.call("GET", "/api/integrations/syncs/"))
         form = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "1", "ts": str(int(time.time()))}
@@ -316,6 +328,35 @@ class SecurityProbes:
         self._expect("inbound with a wrong token", 401, api.call("POST", "/bitrix/webhook?token=guess", data=form))
         wrong_app = {**form, "auth[application_token]": "guess"}
         self._expect("inbound with a wrong application token", 401, api.call("POST", "/bitrix/webhook", data=wrong_app))
+        self._expect("anonymous scrapes /metrics (no METRICS_TOKEN set)", 403, api.call("GET", "/metrics"))
+        guess = {"Authorization": "Bearer guess"}
+        self._expect("scrape /metrics with a made-up token", 403, api.call("GET", "/metrics", headers=guess))
+        if self.runs == 1:  # once: each wrong password costs the web a full password hash
+            self.guess_passwords()
+        if self.viewer:
+            row = IntegrationSync.objects.order_by("id").values_list("id", flat=True).first()
+            if row:
+                answer = api.call("POST", f"/api/integrations/syncs/{row}/retry/", self.viewer)
+                self._expect("view-only staff retries a sync", 403, answer)
+
+    def guess_passwords(self) -> None:
+        """Wrong passwords for one account, faster than the per-username rate (5/min): the sixth try is throttled."""
+        body = {"username": "probe-victim@example.com", "password": "guess"}
+        answers = [self.api.call("POST", "/api/auth/token/", json=body) for _ in range(6)]
+        self._expect("password guessing is throttled", 429, answers[-1])
+        if answers[-1].status_code == 429 and not answers[-1].headers.get("Retry-After"):
+            self.results.append(("429 without Retry-After", 1, 0))
+
+    def customer_moves_own_order_on(self, traffic: Traffic) -> None:
+        """A customer may only cancel (docs/security.md): moving their own open order on is refused."""
+        for pk, token in list(traffic.orders.items())[:20]:
+            allowed = self.api.call("GET", f"/api/orders/{pk}/", traffic.staff).json().get("allowed_transitions", [])
+            forward = [s for s in allowed if s != "cancelled"]
+            if forward:
+                answer = self.api.call("POST", f"/api/orders/{pk}/status/", token, json={"status": forward[0]})
+                if answer.status_code != 400:  # 400: a Bitrix stage change moved it meanwhile
+                    self._expect("customer moves own order on", 403, answer)
+                return
 
     def csrf(self, staff_session) -> None:
         """Session auth (the admin's cookie) without the CSRF token is refused; with it, accepted."""
@@ -522,8 +563,9 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     base, nobroker_base = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{nobroker_port}"
     # The portal tells us about deal changes (ours echo back too), as event.bind would set up on a real portal.
     sandbox.registry.bind("ONCRMDEALUPDATE", f"{base}/bitrix/webhook")
-    receiver = N8nReceiver(secret=generate_secret()).start()
-    gone_receiver = N8nReceiver(secret=generate_secret()).start()  # a second flow whose endpoint is removed late
+    # n8n webhook paths are secrets too (the URL is the flow's address): random ones, scanned for at the end.
+    receiver = N8nReceiver(secret=generate_secret(), path=f"/webhook/{uuid.uuid4()}").start()
+    gone_receiver = N8nReceiver(secret=generate_secret(), path=f"/webhook/{uuid.uuid4()}").start()
     Integration.objects.create(
         kind=IntegrationKind.BITRIX24, name="bitrix-faults", endpoint=sandbox.webhook_url, rate_limit="40/100"
     )
@@ -541,6 +583,11 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     from rest_framework.authtoken.models import Token
 
     staff_token = Token.objects.create(user=staff).key
+    from django.contrib.auth.models import Permission
+
+    viewer = User.objects.create_user("faults-viewer", "viewer@example.com", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_integrationsync", "view_integration"]))
+    viewer_token = Token.objects.create(user=viewer).key
     workers = [Worker(env, tmp_path), Worker(env, tmp_path)]
     retired: list[Worker] = []
     web = start_web(env, tmp_path, web_port)
@@ -549,7 +596,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     services_procs = [web, nobroker, beat]
     api = Api(base)
     traffic = Traffic(rng, api, staff_token, sandbox)
-    probes = SecurityProbes(api, base)
+    probes = SecurityProbes(api, base, viewer_token)
     report: dict[str, object] = {}
     try:
         import requests
@@ -772,6 +819,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
 
     # ---- secrets: nothing the workers logged during the whole run may contain one ----------------------------------
     secrets = [sandbox.code, *receiver.secrets, *gone_receiver.secrets, INBOUND_TOKEN, sandbox.application_token]
+    secrets += [r.path.rsplit("/", 1)[1] for r in (receiver, gone_receiver)]  # the n8n webhook paths
     secrets += [s.split("_", 1)[1] for s in secrets if s.startswith("whsec_")]  # the key without its prefix
     worker_logs = [(w.name, w.log_path.read_text(errors="replace")) for w in [*workers, *retired, *services_procs]]
     leaked = [name for name, text in worker_logs for secret in secrets if secret and secret in text]
