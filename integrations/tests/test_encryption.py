@@ -96,7 +96,10 @@ def test_new_key_prints_a_usable_key(capsys):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_encrypts_existing_plaintext_rows_and_decrypts_them_on_the_way_back():
-    before, after = [("integrations", "0006_integration_bootstrap_applied")], [("integrations", "0007_encrypt_integration_secrets")]
+    before, after = (
+        [("integrations", "0006_integration_bootstrap_applied")],
+        [("integrations", "0007_encrypt_integration_secrets")],
+    )
     executor = MigrationExecutor(connection)
     leaves = executor.loader.graph.leaf_nodes()
     executor.migrate(before)
