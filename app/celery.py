@@ -1,11 +1,17 @@
 """The Celery app; settings come from Django settings (CELERY_*), the beat schedule from django-celery-beat."""
 
 import os
+import warnings
 
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, beat_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "app.settings")
+
+if os.environ.get("EMBEDDED_RUN"):  # `./dev run` on a developer's machine, often as root: no warning per start
+    from celery.exceptions import SecurityWarning
+
+    warnings.filterwarnings("ignore", category=SecurityWarning)
 
 app = Celery("app")
 app.config_from_object("django.conf:settings", namespace="CELERY")

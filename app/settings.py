@@ -248,6 +248,7 @@ INBOUND_MAX_BODY_BYTES = env.int("INBOUND_MAX_BODY_BYTES", default=256 * 1024)
 # broker; a burst leaves as one message per 50 calls). Off: sent inline after commit, one message per call.
 INBOUND_ENQUEUE_IN_BACKGROUND = env.bool("INBOUND_ENQUEUE_IN_BACKGROUND", default=True)
 
+TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -255,5 +256,9 @@ LOGGING = {
     "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Celery's "Task … received" / "… succeeded in" lines, one per task: the sync history records every delivery.
+        **{name: {"level": env.str("TASK_LOG_LEVEL", default="WARNING")} for name in TASK_LOGGERS},
+    },
 }

@@ -64,6 +64,18 @@ def test_embedded_run_answers_health_and_stops_cleanly():
         body = health.json()
         assert body["status"] == "ok", body
         assert requests.get(f"http://127.0.0.1:{bitrix}/sandbox/", timeout=5).status_code == 200
+        # `./dev manage` runs a command on the same services with the settings the processes got (not the shell's).
+        status = subprocess.run(
+            [sys.executable, "-m", "app.embedded", "manage", "sync_status"],
+            cwd=BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert status.returncode == 0, status.stderr[-3000:]
+        assert "bitrix24=yes" in status.stdout and "n8n-default=yes" in status.stdout, status.stdout
+        assert requests.get(f"http://127.0.0.1:{web}/health/live/", timeout=5).status_code == 200  # still served
 
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
@@ -81,5 +93,7 @@ def test_embedded_run_answers_health_and_stops_cleanly():
                 pass
         shutil.rmtree(data_dir, ignore_errors=True)
     text = output.decode(errors="replace")
-    assert "[embedded] web:" in text, text[-3000:]
+    assert f"[embedded] ready: http://127.0.0.1:{web}/" in text, text[-3000:]
+    assert "demo-secrets.env" in text, text[-3000:]  # where the demo's tokens are is said, not the tokens
     assert "Traceback" not in text, text[-3000:]
+    assert "superuser privileges" not in text, text[-3000:]

@@ -55,3 +55,12 @@ def test_a_unix_socket_redis_url_works_as_broker_url_whichever_setting_names_it(
     named = _settings_in_child(REDIS_URL="unix:///run/r.sock", CELERY_BROKER_URL="unix:///run/b.sock")
     assert (named["broker"], named["transport"]) == ("redis+socket:///run/b.sock",) * 2
     assert _settings_in_child(REDIS_URL="redis://h:1/2")["broker"] == "redis://h:1/2"
+
+
+def test_celery_logs_no_line_per_task_by_default():
+    import logging
+
+    from django.conf import settings
+
+    for name in settings.TASK_LOGGERS:  # "Task … received" / "Task … succeeded in …"
+        assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
