@@ -1,7 +1,13 @@
 """Shared fixtures: real PostgreSQL (pytest-django) and Redis, factories, and a recording test target."""
 
+import os
+
 import pytest
 from django.conf import settings
+
+# Processes the tests start (gunicorn, Celery, commands) run the production settings, which require encryption keys:
+# they get the key this test run uses.
+os.environ.setdefault("FIELD_ENCRYPTION_KEYS", ",".join(settings.FIELD_ENCRYPTION_KEYS))
 
 
 @pytest.fixture(autouse=True)

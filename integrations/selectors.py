@@ -225,7 +225,13 @@ def inbound_mentioning(remote_objects: list[str], *, limit: int = 50) -> list[In
 def stale_state_retry_reason(sync: IntegrationSync) -> str | None:
     """Why replaying this row would be wrong, or None. State-sync targets (Bitrix24) send the row's own snapshot:
     replaying an old row after a newer one of the same object was delivered would put old data back."""
-    if sync.status in (SyncStatus.SYNCED, SyncStatus.SUPERSEDED, SyncStatus.SKIPPED):
+    if sync.status == SyncStatus.SKIPPED:  # an event an integration missed while disabled: event streams only
+        if not sync.integration.enabled:
+            return "the integration is disabled: enable it first"
+        if sync.integration.kind == IntegrationKind.BITRIX24:
+            return "skipped rows of a state sync are not replayed: enabling it again sent the latest state (or resync)"
+        return None
+    if sync.status in (SyncStatus.SYNCED, SyncStatus.SUPERSEDED):
         return f"row is {sync.status}; use `resync` to send the object's current state"
     if sync.status not in (SyncStatus.FAILED, SyncStatus.DEAD, SyncStatus.RETRYING):
         return f"row is {sync.status}: it is already being delivered"

@@ -82,6 +82,7 @@ def production_env(tmp_path: Path, web_port: int) -> dict:
     env.update(REDIS_URL=settings.REDIS_URL, CELERY_BROKER_URL=broker)
     env.update(
         SECRET_KEY="production-test-" + "8c2f1e9b7d4a6035",
+        FIELD_ENCRYPTION_KEYS="cHJvZHVjdGlvbi10ZXN0LWtleS0zMi1ieXRlcy14eHg=",
         DEBUG="0",
         ALLOWED_HOSTS=PUBLIC_HOST,
         CSRF_TRUSTED_ORIGINS=f"https://{PUBLIC_HOST}",

@@ -107,8 +107,9 @@ def test_the_migration_encrypts_existing_plaintext_rows_and_decrypts_them_on_the
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO integrations_integration (kind, name, enabled, endpoint, secret, previous_secret, "
-                "event_filter, rate_limit, disabled_reason, consecutive_failures, created_at, updated_at) "
-                "VALUES ('n8n', 'legacy', true, %s, 'whsec_legacyplainsecret', '', '[]', '', '', 0, now(), now()) "
+                "event_filter, rate_limit, disabled_reason, consecutive_failures, bootstrap_applied, created_at, "
+                "updated_at) VALUES ('n8n', 'legacy', true, %s, 'whsec_legacyplainsecret', '', '[]', '', '', 0, '{}', "
+                "now(), now()) "
                 "RETURNING id",
                 [N8N_URL],
             )

@@ -95,7 +95,8 @@ def echoing():
 
 
 @pytest.fixture
-def short_n8n_timeout():
+def short_n8n_timeout(settings):
+    settings.N8N_TIMEOUT = (1.0, 0.5)  # every POST carries it
     targets.target_for(IntegrationKind.N8N)
     previous = targets._registry[IntegrationKind.N8N]
     targets.register(IntegrationKind.N8N, N8nTarget(client=N8nClient(TimeoutSession(1.0, 0.5))))

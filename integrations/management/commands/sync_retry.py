@@ -3,12 +3,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from integrations import selectors, services
 from integrations.management.commands._tables import find_integration, parse_when, table
-from integrations.models import IntegrationKind, IntegrationSync, SyncStatus
+from integrations.models import IntegrationSync, SyncStatus
 
 RETRYABLE = [SyncStatus.DEAD, SyncStatus.FAILED, SyncStatus.RETRYING]
-STATE_SYNC_SKIPPED = (
-    "skipped rows of a state sync are not replayed: enabling it again sent the latest state (or `resync`)"
-)
 
 
 class Command(BaseCommand):
@@ -83,10 +80,5 @@ class Command(BaseCommand):
 
 
 def retry_refused(sync: IntegrationSync) -> str | None:
-    """Why this row is not retried, or None. Skipped rows are replayed for event streams (n8n) only, and only once
-    their integration is enabled (a disabled one would skip them again)."""
-    if sync.status != SyncStatus.SKIPPED:
-        return selectors.stale_state_retry_reason(sync)
-    if not sync.integration.enabled:
-        return "the integration is disabled: enable it first"
-    return STATE_SYNC_SKIPPED if sync.integration.kind == IntegrationKind.BITRIX24 else None
+    """Why this row is not retried, or None (the same rule services.sync_retry applies on the locked row)."""
+    return selectors.stale_state_retry_reason(sync)
