@@ -45,25 +45,26 @@ class DealRead:
 
 
 def inbound_process(*, inbound_id: int) -> str:
-    """Idempotent: only `received` rows are processed, under SKIP LOCKED row locks; returns the named row's status.
+    """Idempotent: only `received` rows are processed, each once; returns the named row's status.
 
-    The named row is processed with up to BATCH - 1 other waiting rows (oldest first), and the deals they name are
-    read in one batch call. Every row gets its own decision, attempt count and savepoint. When the named row is done
-    already (or another worker has it), the message still takes up to BATCH waiting rows: in a long queue, every
-    message moves the backlog on instead of only finding its row done."""
-    with transaction.atomic():
-        row = services.inbound_claim(inbound_id=inbound_id)
-        waiting = services.inbound_claim_waiting(exclude=inbound_id, limit=BATCH - 1 if row else BATCH)
-        if row is None and not waiting:
-            log.info("[INBOUND] row=%s not processed: not received or locked by another worker", inbound_id)
-            return "skipped"
-        rows = [row, *waiting] if row else waiting
-        lead = rows[0]
-        decisions = _decide_all(rows, request_id=f"inbound:{lead.pk}")
-        for each in rows:
-            _finish(each, decisions[each.pk], read_with=lead.pk)
+    The named row is taken with up to BATCH - 1 other waiting rows (oldest first), and the deals they name are read in
+    one batch call. Three steps, so that no transaction is open and no row lock is held while the portal is read (a
+    rate-limit wait of up to 10 s, then a read of up to 65 s): claim (rows marked `processing`, committed), read,
+    then apply in one transaction that locks the orders in ascending id (two batches sharing orders cannot deadlock).
+    Every row gets its own decision, attempt count and savepoint. When the named row is done already (or another
+    worker has it), the message still takes up to BATCH waiting rows: in a long queue, every message moves the
+    backlog on instead of only finding its row done."""
+    row, rows = services.inbound_claim(inbound_id=inbound_id, limit=BATCH)
+    if not rows:
+        log.info("[INBOUND] row=%s not processed: not received or taken by another worker", inbound_id)
+        return "skipped"
+    lead = rows[0]
+    decisions = _decide_all(rows, request_id=f"inbound:{lead.pk}")
     for each in rows:
-        decision = decisions[each.pk]
+        decision = decisions.get(each.pk)
+        if decision is None:
+            log.warning("[INBOUND] row=%s claim ran out and was taken over: left to the new claim", each.pk)
+            continue
         log.info(
             "[INBOUND] row=%s %s %s → %s %s",
             each.pk,
@@ -73,9 +74,9 @@ def inbound_process(*, inbound_id: int) -> str:
             decision.error or decision.result.get("reason", ""),
         )
     if row is None:
-        log.info("[INBOUND] row=%s done or locked elsewhere; took %s waiting calls instead", inbound_id, len(rows))
+        log.info("[INBOUND] row=%s done or taken elsewhere; took %s waiting calls instead", inbound_id, len(rows))
         return "skipped"
-    return decisions[row.pk].status
+    return decisions[row.pk].status if row.pk in decisions else "skipped"
 
 
 def _finish(row: InboundWebhook, decision: Decision, *, read_with: int) -> None:
@@ -104,32 +105,38 @@ def _guarded(row: InboundWebhook, decide) -> Decision | DealRead:
 
 
 def _decide_all(rows: list[InboundWebhook], *, request_id: str) -> dict[int, Decision]:
+    """Decide and finish the claimed rows; {row id: decision} for the rows still ours at the end."""
     integration = Integration.objects.filter(kind=IntegrationKind.BITRIX24, enabled=True).order_by("id").first()
+    steps = {row.pk: _guarded(row, lambda row=row: _without_portal(row, integration)) for row in rows}
+    reads = {pk: step for pk, step in steps.items() if isinstance(step, DealRead)}
+    stages: dict[str, str | None | Decision] = {}
+    deal_ids = sorted({r.remote_id for r in reads.values()})
+    try:  # outside any transaction: the claim is committed, nothing is locked
+        stages = _read_stages(integration, deal_ids, request_id=request_id) if reads else {}
+    except Exception as exc:  # noqa: BLE001 - the claimed rows must end failed (retryable), not stay `processing`
+        log.exception("[INBOUND] row=%s deal read raised", rows[0].pk)
+        failed = Decision(InboundStatus.FAILED, error=redact(f"{type(exc).__name__}: {exc}")[:500], retryable=True)
+        stages = dict.fromkeys(deal_ids, failed)
     decisions: dict[int, Decision] = {}
-    reads: dict[int, DealRead] = {}
-    for row in rows:
-        step = _guarded(row, lambda row=row: _without_portal(row, integration))
-        if isinstance(step, DealRead):
-            reads[row.pk] = step
-        else:
-            decisions[row.pk] = step
-    if not reads:
-        return decisions
-    stages = _read_stages(integration, sorted({r.remote_id for r in reads.values()}), request_id=request_id)
-    for row in rows:
-        read = reads.get(row.pk)
-        if read is None:
-            continue
-        stage = stages[read.remote_id]
-        if isinstance(stage, Decision):
-            decisions[row.pk] = stage
-        elif stage is None:
-            decisions[row.pk] = _ignored(
-                f"deal {read.remote_id} not found in Bitrix24", deal_id=read.remote_id, order_id=read.order.pk
-            )
-        else:
-            decisions[row.pk] = _guarded(row, lambda read=read, stage=stage: _apply_stage(read, stage))
+    with transaction.atomic():
+        mine = services.inbound_lock_claimed(rows=rows)
+        orders = sorted({read.order.pk for pk, read in reads.items() if pk in mine})
+        list(Order.objects.select_for_update().filter(pk__in=orders).order_by("pk").values_list("pk", flat=True))
+        for row in rows:
+            if row.pk not in mine:
+                continue
+            step = steps[row.pk]
+            decisions[row.pk] = step if isinstance(step, Decision) else _decide_read(row, step, stages[step.remote_id])
+            _finish(row, decisions[row.pk], read_with=rows[0].pk)
     return decisions
+
+
+def _decide_read(row: InboundWebhook, read: DealRead, stage: "str | None | Decision") -> Decision:
+    if isinstance(stage, Decision):
+        return stage
+    if stage is None:
+        return _ignored(f"deal {read.remote_id} not found in Bitrix24", deal_id=read.remote_id, order_id=read.order.pk)
+    return _guarded(row, lambda: _apply_stage(read, stage))
 
 
 def _without_portal(row: InboundWebhook, integration: Integration | None) -> Decision | DealRead:
