@@ -3,6 +3,7 @@
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +14,7 @@ from django.db import transaction
 from app.logging import redact
 from integrations import payloads, policy
 from integrations.clients.bitrix24 import BitrixClient
-from integrations.inbound import services
+from integrations.inbound import echoes, services
 from integrations.models import ExternalLink, InboundStatus, InboundWebhook, Integration, IntegrationKind
 from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
 from orders.models import Order
@@ -33,6 +34,14 @@ class Decision:
     error: str = ""
     retryable: bool = False
     rate_limited: bool = False
+
+
+@dataclass
+class Deal:
+    """What the portal says about a deal: its stage and when it was last modified (DATE_MODIFY, portal clock)."""
+
+    stage: str
+    modified_at: datetime | None = None
 
 
 @dataclass
@@ -109,7 +118,7 @@ def _decide_all(rows: list[InboundWebhook], *, request_id: str) -> dict[int, Dec
     integration = Integration.objects.filter(kind=IntegrationKind.BITRIX24, enabled=True).order_by("id").first()
     steps = {row.pk: _guarded(row, lambda row=row: _without_portal(row, integration)) for row in rows}
     reads = {pk: step for pk, step in steps.items() if isinstance(step, DealRead)}
-    stages: dict[str, str | None | Decision] = {}
+    stages: dict[str, Deal | None | Decision] = {}
     deal_ids = sorted({r.remote_id for r in reads.values()})
     try:  # outside any transaction: the claim is committed, nothing is locked
         stages = _read_stages(integration, deal_ids, request_id=request_id) if reads else {}
@@ -131,12 +140,12 @@ def _decide_all(rows: list[InboundWebhook], *, request_id: str) -> dict[int, Dec
     return decisions
 
 
-def _decide_read(row: InboundWebhook, read: DealRead, stage: "str | None | Decision") -> Decision:
-    if isinstance(stage, Decision):
-        return stage
-    if stage is None:
+def _decide_read(row: InboundWebhook, read: DealRead, deal: Deal | None | Decision) -> Decision:
+    if isinstance(deal, Decision):
+        return deal
+    if deal is None:
         return _ignored(f"deal {read.remote_id} not found in Bitrix24", deal_id=read.remote_id, order_id=read.order.pk)
-    return _guarded(row, lambda: _apply_stage(read, stage))
+    return _guarded(row, lambda: _apply_stage(read, deal))
 
 
 def _without_portal(row: InboundWebhook, integration: Integration | None) -> Decision | DealRead:
@@ -160,8 +169,8 @@ def _without_portal(row: InboundWebhook, integration: Integration | None) -> Dec
 
 def _read_stages(
     integration: Integration | None, deal_ids: list[str], *, request_id: str
-) -> dict[str, str | None | Decision]:
-    """{deal id: STAGE_ID, or None if the portal has no such deal, or the failed Decision for that deal's rows}."""
+) -> dict[str, Deal | None | Decision]:
+    """{deal id: its Deal, or None if the portal has no such deal, or the failed Decision for that deal's rows}."""
     client = bitrix_client(integration, request_id=request_id)
     if client is None:
         failed = Decision(
@@ -180,12 +189,12 @@ def _read_stages(
         failed = Decision(InboundStatus.FAILED, error=f"crm.deal.get: {error} {detail}".strip()[:500], retryable=True)
         return dict.fromkeys(deal_ids, failed)
     results, errors = response.results, response.errors
-    stages: dict[str, str | None | Decision] = {}
+    stages: dict[str, Deal | None | Decision] = {}
     for deal_id in deal_ids:
         key = f"d{deal_id}"
         deal = results.get(key)
         if isinstance(deal, dict):
-            stages[deal_id] = str(deal.get("STAGE_ID") or "")
+            stages[deal_id] = Deal(str(deal.get("STAGE_ID") or ""), echoes.parse_time(deal.get("DATE_MODIFY")))
             continue
         error = errors.get(key) if isinstance(errors.get(key), dict) else {}
         code, detail = str(error.get("error") or ""), str(error.get("error_description") or "")
@@ -201,10 +210,15 @@ def _read_stages(
     return stages
 
 
-def _apply_stage(read: DealRead, stage: str) -> Decision:
-    """Map STAGE_ID → status; unknown stages are recorded, never guessed; our own state echoing back changes nothing."""
-    link, remote_id = read.link, read.remote_id
+def _apply_stage(read: DealRead, deal: Deal) -> Decision:
+    """Map STAGE_ID → status; unknown stages are recorded, never guessed. A stage we sent coming back (our echo,
+    answered or not) changes nothing, and neither does a Bitrix-side change older than the order's last status change
+    here (the local change is on its way to the portal and wins)."""
+    remote_id, stage = read.remote_id, deal.stage
     order = Order.objects.select_for_update().get(pk=read.order.pk)  # compare with the state we are about to change
+    # Read again: the stages sent up to the moment the deal was read are noted on the link by now.
+    link = ExternalLink.objects.filter(pk=read.link.pk).first() or read.link
+    state = link.remote_state if isinstance(link.remote_state, dict) else {}
     base = {"deal_id": remote_id, "order_id": order.pk, "stage": stage}
     status = payloads.status_for_stage(stage, settings.BITRIX_STAGE_MAP)
     if status is None:
@@ -212,8 +226,18 @@ def _apply_stage(read: DealRead, stage: str) -> Decision:
     if status == order.status:
         return _ignored("order already has this status", echo=True, status=status, **base)
     # The stage we last wrote coming back (e.g. an old event arriving after a newer local change) is no new information.
-    if stage == (link.remote_state or {}).get("STAGE_ID"):
+    if stage == state.get("STAGE_ID"):
         return _ignored("stage is the one we last wrote", echo=True, status=order.status, **base)
+    if echoes.sent_by_us(state, stage, deal.modified_at):
+        return _ignored("stage is one we sent (our own update)", echo=True, status=order.status, **base)
+    newer = echoes.newer_local_change(order, deal.modified_at)
+    if newer is not None:
+        return _ignored(
+            f"the order's status changed here at {newer.isoformat()}, newer than the deal's change",
+            status=order.status,
+            deal_modified_at=deal.modified_at.isoformat() if deal.modified_at else None,
+            **base,
+        )
     old = order.status
     try:
         order_change_status(order=order, status=status, force=True)
