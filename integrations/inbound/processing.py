@@ -2,6 +2,7 @@
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,24 @@ class DealRead:
 
 
 def inbound_process(*, inbound_id: int) -> str:
+    """Idempotent: only `received` rows are processed, each once; returns the named row's status (see _process)."""
+    return _process(inbound_id)[0]
+
+
+def inbound_drain(*, max_seconds: float = 60.0) -> int:
+    """Process the waiting inbound calls now, in this process (process_syncs), retries whose backoff has passed
+    included; returns how many calls were handled."""
+    deadline, handled = time.monotonic() + max_seconds, 0
+    while time.monotonic() < deadline:
+        services.inbound_retry_due()
+        first = InboundWebhook.objects.filter(status=InboundStatus.RECEIVED).order_by("id").values_list("pk", flat=True)
+        if not first:
+            break
+        handled += _process(first[0])[1]
+    return handled
+
+
+def _process(inbound_id: int) -> tuple[str, int]:
     """Idempotent: only `received` rows are processed, each once; returns the named row's status.
 
     The named row is taken with up to BATCH - 1 other waiting rows (oldest first), and the deals they name are read in
@@ -66,7 +85,7 @@ def inbound_process(*, inbound_id: int) -> str:
     row, rows = services.inbound_claim(inbound_id=inbound_id, limit=BATCH)
     if not rows:
         log.info("[INBOUND] row=%s not processed: not received or taken by another worker", inbound_id)
-        return "skipped"
+        return "skipped", 0
     lead = rows[0]
     decisions = _decide_all(rows, request_id=f"inbound:{lead.pk}")
     for each in rows:
@@ -84,8 +103,8 @@ def inbound_process(*, inbound_id: int) -> str:
         )
     if row is None:
         log.info("[INBOUND] row=%s done or taken elsewhere; took %s waiting calls instead", inbound_id, len(rows))
-        return "skipped"
-    return decisions[row.pk].status if row.pk in decisions else "skipped"
+        return "skipped", len(decisions)
+    return (decisions[row.pk].status if row.pk in decisions else "skipped"), len(decisions)
 
 
 def _finish(row: InboundWebhook, decision: Decision, *, read_with: int) -> None:

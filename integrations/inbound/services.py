@@ -230,6 +230,35 @@ def inbound_finish(*, row: InboundWebhook, status: str, result: dict, error: str
     return row
 
 
+def _retry_due(now, older_than_seconds: int, max_attempts: int) -> Q:
+    """Retryable `failed` rows under the attempt cap whose backoff (older_than_seconds doubling per attempt, capped at
+    an hour) has passed."""
+    due = Q(pk__in=[])
+    for attempts in range(max_attempts):  # 0: only rate-limited so far
+        wait = min(older_than_seconds * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY_SECONDS)
+        due |= Q(result__attempts=attempts, processed_at__lt=now - timedelta(seconds=wait))
+    return due & Q(status=InboundStatus.FAILED, result__retryable=True)
+
+
+def inbound_retry_due(
+    *, now=None, older_than_seconds: int = STALE_SECONDS, max_attempts: int = MAX_ATTEMPTS, limit: int = REQUEUE_BATCH
+) -> list[int]:
+    """Make the retryable failed rows whose backoff has passed `received` again (and release expired claims); their
+    ids. Sends nothing: the caller does (the requeue sweep) or processes them itself (process_syncs)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        _release_expired_claims(now)
+        retry = list(
+            InboundWebhook.objects.select_for_update(skip_locked=True)
+            .filter(_retry_due(now, older_than_seconds, max_attempts))
+            .order_by("id")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if retry:
+            InboundWebhook.objects.filter(pk__in=retry).update(status=InboundStatus.RECEIVED)
+    return retry
+
+
 def inbound_requeue_stale(
     *, older_than_seconds: int = STALE_SECONDS, max_attempts: int = MAX_ATTEMPTS, limit: int = REQUEUE_BATCH
 ) -> list[int]:
@@ -237,20 +266,10 @@ def inbound_requeue_stale(
     under the attempt cap once their backoff (older_than_seconds doubling per attempt, capped at an hour) has passed."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than_seconds)
-    due = Q(pk__in=[])
-    for attempts in range(max_attempts):  # 0: only rate-limited so far
-        wait = min(older_than_seconds * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY_SECONDS)
-        due |= Q(result__attempts=attempts, processed_at__lt=now - timedelta(seconds=wait))
     with transaction.atomic():
-        _release_expired_claims(now)
-        retry = list(
-            InboundWebhook.objects.select_for_update(skip_locked=True)
-            .filter(due, status=InboundStatus.FAILED, result__retryable=True)
-            .order_by("id")
-            .values_list("pk", flat=True)[:limit]
+        retry = inbound_retry_due(
+            now=now, older_than_seconds=older_than_seconds, max_attempts=max_attempts, limit=limit
         )
-        if retry:
-            InboundWebhook.objects.filter(pk__in=retry).update(status=InboundStatus.RECEIVED)
         # Received rows whose message may be lost: waiting longer than the cutoff since they were stored or last sent.
         stale = InboundWebhook.objects.filter(status=InboundStatus.RECEIVED, received_at__lt=cutoff).filter(
             Q(queued_at__isnull=True) | Q(queued_at__lt=cutoff)
@@ -261,3 +280,19 @@ def inbound_requeue_stale(
     for inbound_id in ids:
         log.info("[INBOUND] row=%s requeued%s", inbound_id, " (retry)" if inbound_id in retry else "")
     return ids
+
+
+def inbound_work_counts() -> dict[str, int]:
+    """Inbound work not done yet: calls waiting, being processed, and failed ones that will be retried."""
+    from django.db.models import Count
+
+    return InboundWebhook.objects.filter(
+        status__in=[InboundStatus.RECEIVED, InboundStatus.PROCESSING, InboundStatus.FAILED]
+    ).aggregate(
+        received=Count("id", filter=Q(status=InboundStatus.RECEIVED)),
+        processing=Count("id", filter=Q(status=InboundStatus.PROCESSING)),
+        retry_waiting=Count(
+            "id",
+            filter=Q(status=InboundStatus.FAILED, result__retryable=True, result__attempts__lt=MAX_ATTEMPTS),
+        ),
+    )
