@@ -147,6 +147,11 @@ class PagedList(list):
 class BitrixClient:
     """POSTs JSON to <webhook_url><method>.json; `acquire` (the shared rate limiter) runs before each request.
 
+    A QUERY_LIMIT_EXCEEDED answer calls `on_rate_limited` (the shared bucket is emptied). With `rate_limit_retries`
+    (commands, reconciliation) the request is then sent again, up to that many times, each after `acquire` waited for
+    the bucket's refill; deliveries and inbound reads keep 0 and defer instead. OPERATION_TIME_LIMIT (a method
+    blocked for minutes) is never retried here.
+
     `request_id`, when set, goes out as the X-Request-Id header of every request, so a portal-side request log can be
     matched to the delivery round (or inbound call) that made it; Bitrix24 ignores the header."""
 
@@ -157,12 +162,14 @@ class BitrixClient:
         acquire: Callable[[], Any] | None = None,
         request_id: str = "",
         on_rate_limited: Callable[[], Any] | None = None,
+        rate_limit_retries: int = 0,
     ):
         self._webhook_url = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
         self.session = session or TimeoutSession(5, 65)
         self.acquire = acquire
         self.request_id = request_id
         self.on_rate_limited = on_rate_limited
+        self.rate_limit_retries = rate_limit_retries
 
     def __repr__(self) -> str:
         return f"BitrixClient({self.masked_url})"
@@ -199,14 +206,21 @@ class BitrixClient:
 
     def _post(self, method: str, payload: dict[str, Any]) -> HttpResult:
         _check_method(method)
-        # A limiter that explicitly answers False (no token in time) vetoes the request instead of being ignored.
-        if self.acquire is not None and self.acquire() is False:
-            return HttpResult(status=None, error_class=LOCAL_RATE_LIMIT, error="local rate limiter gave no token")
         headers = {REQUEST_ID_HEADER: self.request_id} if self.request_id else None
-        result = send(self.session, "POST", f"{self._webhook_url}{method}.json", json=payload, headers=headers)
-        if self.on_rate_limited is not None and result.status in RATE_LIMIT_STATUSES:
-            self.on_rate_limited()
-        return result
+        retries = self.rate_limit_retries if self.acquire is not None else 0  # never again without waiting first
+        while True:
+            # A limiter that explicitly answers False (no token in time) vetoes the request instead of being ignored.
+            if self.acquire is not None and self.acquire() is False:
+                return HttpResult(status=None, error_class=LOCAL_RATE_LIMIT, error="local rate limiter gave no token")
+            result = send(self.session, "POST", f"{self._webhook_url}{method}.json", json=payload, headers=headers)
+            if result.status not in RATE_LIMIT_STATUSES:
+                return result
+            if self.on_rate_limited is not None:
+                self.on_rate_limited()
+            answer = BitrixResponse.from_http(result)
+            if retries <= 0 or not answer.rate_limited or answer.error == "OPERATION_TIME_LIMIT":
+                return result
+            retries -= 1
 
 
 def _check_method(method: str) -> None:
