@@ -4,7 +4,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -12,11 +11,11 @@ import requests
 
 from integrations.clients.http import HttpResult, TimeoutSession, send
 from integrations.clients.params import encode_params
+from integrations.policy import RATE_LIMIT_ERRORS, parse_retry_after
 
 MAX_BATCH = 50
 _METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "EXPIRED_TOKEN", "INVALID_TOKEN", "WRONG_AUTH_TYPE"}
-_RATE_ERRORS = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}
 # QUERY_LIMIT_EXCEEDED comes as 503 (429 in older portals): the portal's bucket is empty.
 RATE_LIMIT_STATUSES = {429, 503}
 # error_class of the synthetic result when `acquire` returned False: nothing was sent.
@@ -82,7 +81,7 @@ class BitrixResponse:
 
     @property
     def rate_limited(self) -> bool:
-        return self.error in _RATE_ERRORS or self.http.status == 429
+        return self.error in RATE_LIMIT_ERRORS or self.http.status == 429
 
     @property
     def auth_failed(self) -> bool:
@@ -102,7 +101,7 @@ class BitrixResponse:
         """Seconds to wait, from a Retry-After header or OPERATION_TIME_LIMIT's operating_reset_at; None if unknown."""
         header = self.http.headers.get("retry-after")
         if header:
-            return _parse_retry_after(header)
+            return parse_retry_after(header)
         reset_at = self.time.get("operating_reset_at")
         if self.error == "OPERATION_TIME_LIMIT" and isinstance(reset_at, int | float):
             return max(0.0, float(reset_at) - time.time())
@@ -231,16 +230,5 @@ def _check_method(method: str) -> None:
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _parse_retry_after(header: str) -> float | None:
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(header).timestamp() - time.time())
     except (TypeError, ValueError):
         return None

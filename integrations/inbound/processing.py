@@ -14,7 +14,6 @@ from django.db import transaction
 
 from app.logging import redact
 from integrations import payloads, policy
-from integrations.clients.bitrix24 import BitrixClient
 from integrations.inbound import echoes, services
 from integrations.models import ExternalLink, InboundStatus, InboundWebhook, Integration, IntegrationKind
 from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
@@ -190,12 +189,13 @@ def _read_stages(
     integration: Integration | None, deal_ids: list[str], *, request_id: str
 ) -> dict[str, Deal | None | Decision]:
     """{deal id: its Deal, or None if the portal has no such deal, or the failed Decision for that deal's rows}."""
-    client = bitrix_client(integration, request_id=request_id)
-    if client is None:
+    portal = portal_integration(integration)
+    if portal is None:
         failed = Decision(
             InboundStatus.FAILED, error="no Bitrix24 integration or BITRIX_WEBHOOK_URL configured", retryable=True
         )
         return dict.fromkeys(deal_ids, failed)
+    client = bitrix_client_for(portal, request_id=request_id)
     try:
         response = client.batch({f"d{deal_id}": ("crm.deal.get", {"id": deal_id}) for deal_id in deal_ids})
     except RateLimitTimeout as exc:
@@ -284,12 +284,11 @@ def _link_for(remote_id: str, integration: Integration | None) -> ExternalLink |
     return links.order_by("id").first()
 
 
-def bitrix_client(integration: Integration | None = None, *, request_id: str = "") -> BitrixClient | None:
-    """The enabled bitrix24 Integration's endpoint, else BITRIX_WEBHOOK_URL; behind the shared per-portal bucket."""
+def portal_integration(integration: Integration | None = None) -> Integration | None:
+    """The portal to read: the enabled bitrix24 Integration, else one made from BITRIX_WEBHOOK_URL (not saved); None
+    when neither is configured. Its client comes from bitrix_client_for, like every other."""
     if integration is None:
         integration = Integration.objects.filter(kind=IntegrationKind.BITRIX24, enabled=True).order_by("id").first()
     if integration is None and settings.BITRIX_WEBHOOK_URL:
         integration = Integration(kind=IntegrationKind.BITRIX24, endpoint=settings.BITRIX_WEBHOOK_URL)
-    if integration is None or not integration.endpoint:
-        return None
-    return bitrix_client_for(integration, request_id=request_id)
+    return integration if integration is not None and integration.endpoint else None

@@ -35,7 +35,7 @@ def bucket_for(integration: Integration) -> TokenBucket:
     return TokenBucket(portal_key(integration.endpoint), rate, burst, redis_client=_redis_client())
 
 
-def limiter_for(integration: Integration, bucket: TokenBucket | None = None):
+def _limiter_for(integration: Integration, bucket: TokenBucket | None = None):
     bucket = bucket or bucket_for(integration)
 
     def acquire() -> None:
@@ -56,7 +56,7 @@ def bitrix_client_for(
     return BitrixClient(
         integration.endpoint,
         session=TimeoutSession(connect, read),
-        acquire=limiter_for(integration, bucket),
+        acquire=_limiter_for(integration, bucket),
         request_id=request_id,
         on_rate_limited=bucket.drain,
         rate_limit_retries=COMMAND_RATE_LIMIT_RETRIES if wait_on_rate_limit else 0,
