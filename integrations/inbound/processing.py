@@ -3,8 +3,7 @@
 import logging
 import re
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -13,10 +12,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from app.logging import redact
-from integrations import payloads, policy
+from integrations import payloads
 from integrations.inbound import echoes, services
+from integrations.inbound.reads import Deal, Decision, read_deals
 from integrations.models import ExternalLink, InboundStatus, InboundWebhook, Integration, IntegrationKind
-from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
 from orders.models import Order
 from orders.services import order_change_status
 
@@ -25,23 +24,6 @@ _OBJECT = re.compile(r"^([A-Z]+)_(\d+)$")
 
 
 BATCH = services.READ_BATCH
-
-
-@dataclass
-class Decision:
-    status: str
-    result: dict[str, Any] = field(default_factory=dict)
-    error: str = ""
-    retryable: bool = False
-    rate_limited: bool = False
-
-
-@dataclass
-class Deal:
-    """What the portal says about a deal: its stage and when it was last modified (DATE_MODIFY, portal clock)."""
-
-    stage: str
-    modified_at: datetime | None = None
 
 
 @dataclass
@@ -139,7 +121,7 @@ def _decide_all(rows: list[InboundWebhook], *, request_id: str) -> dict[int, Dec
     stages: dict[str, Deal | None | Decision] = {}
     deal_ids = sorted({r.remote_id for r in reads.values()})
     try:  # outside any transaction: the claim is committed, nothing is locked
-        stages = _read_stages(integration, deal_ids, request_id=request_id) if reads else {}
+        stages = read_deals(integration, deal_ids, request_id=request_id) if reads else {}
     except Exception as exc:  # noqa: BLE001 - the claimed rows must end failed (retryable), not stay `processing`
         log.exception("[INBOUND] row=%s deal read raised", rows[0].pk)
         failed = Decision(InboundStatus.FAILED, error=redact(f"{type(exc).__name__}: {exc}")[:500], retryable=True)
@@ -185,50 +167,6 @@ def _without_portal(row: InboundWebhook, integration: Integration | None) -> Dec
     return DealRead(order=order, link=link, remote_id=remote_id)
 
 
-def _read_stages(
-    integration: Integration | None, deal_ids: list[str], *, request_id: str
-) -> dict[str, Deal | None | Decision]:
-    """{deal id: its Deal, or None if the portal has no such deal, or the failed Decision for that deal's rows}."""
-    portal = portal_integration(integration)
-    if portal is None:
-        failed = Decision(
-            InboundStatus.FAILED, error="no Bitrix24 integration or BITRIX_WEBHOOK_URL configured", retryable=True
-        )
-        return dict.fromkeys(deal_ids, failed)
-    client = bitrix_client_for(portal, request_id=request_id)
-    try:
-        response = client.batch({f"d{deal_id}": ("crm.deal.get", {"id": deal_id}) for deal_id in deal_ids})
-    except RateLimitTimeout as exc:
-        return dict.fromkeys(deal_ids, _rate_limited(str(exc)))
-    if response.rate_limited:
-        return dict.fromkeys(deal_ids, _rate_limited(f"crm.deal.get: {response.error or response.http.status}"))
-    if not response.ok:
-        error = response.error or response.http.error_class or f"HTTP {response.http.status}"
-        detail = response.error_description or response.http.error
-        failed = Decision(InboundStatus.FAILED, error=f"crm.deal.get: {error} {detail}".strip()[:500], retryable=True)
-        return dict.fromkeys(deal_ids, failed)
-    results, errors = response.results, response.errors
-    stages: dict[str, Deal | None | Decision] = {}
-    for deal_id in deal_ids:
-        key = f"d{deal_id}"
-        deal = results.get(key)
-        if isinstance(deal, dict):
-            stages[deal_id] = Deal(str(deal.get("STAGE_ID") or ""), echoes.parse_time(deal.get("DATE_MODIFY")))
-            continue
-        error = errors.get(key) if isinstance(errors.get(key), dict) else {}
-        code, detail = str(error.get("error") or ""), str(error.get("error_description") or "")
-        if code == "NOT_FOUND" or "not found" in detail.lower():
-            stages[deal_id] = None
-        else:
-            stages[deal_id] = Decision(
-                InboundStatus.FAILED,
-                error=f"crm.deal.get: {code or 'no result'} {detail}".strip()[:500],
-                retryable=True,
-                rate_limited=code in policy.RATE_LIMIT_ERRORS,
-            )
-    return stages
-
-
 def _apply_stage(read: DealRead, deal: Deal) -> Decision:
     """Map STAGE_ID → status; unknown stages are recorded, never guessed. A stage we sent coming back (our echo,
     answered or not) changes nothing, and neither does a Bitrix-side change older than the order's last status change
@@ -265,10 +203,6 @@ def _apply_stage(read: DealRead, deal: Deal) -> Decision:
     return Decision(InboundStatus.PROCESSED, result={**base, "old": old, "new": status})
 
 
-def _rate_limited(error: str) -> Decision:
-    return Decision(InboundStatus.FAILED, error=f"{error} (rate limited)", retryable=True, rate_limited=True)
-
-
 def _ignored(reason: str, **details: Any) -> Decision:
     return Decision(InboundStatus.IGNORED, result={"reason": reason, **details})
 
@@ -282,13 +216,3 @@ def _link_for(remote_id: str, integration: Integration | None) -> ExternalLink |
     if integration is not None:
         links = links.filter(integration=integration)
     return links.order_by("id").first()
-
-
-def portal_integration(integration: Integration | None = None) -> Integration | None:
-    """The portal to read: the enabled bitrix24 Integration, else one made from BITRIX_WEBHOOK_URL (not saved); None
-    when neither is configured. Its client comes from bitrix_client_for, like every other."""
-    if integration is None:
-        integration = Integration.objects.filter(kind=IntegrationKind.BITRIX24, enabled=True).order_by("id").first()
-    if integration is None and settings.BITRIX_WEBHOOK_URL:
-        integration = Integration(kind=IntegrationKind.BITRIX24, endpoint=settings.BITRIX_WEBHOOK_URL)
-    return integration if integration is not None and integration.endpoint else None

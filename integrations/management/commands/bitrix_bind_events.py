@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from integrations.inbound.auth import mask_text
-from integrations.inbound.processing import portal_integration
+from integrations.inbound.reads import portal_integration
 from integrations.targets.bitrix_limits import bitrix_client_for
 
 EVENTS = ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALDELETE", "ONCRMCONTACTUPDATE")
