@@ -53,7 +53,8 @@ def test_echo_of_a_stage_update_whose_response_was_lost_does_not_move_the_order_
     bitrix_sandbox.fail_next(1, "lost_response")  # the portal applies PREPARATION, its answer never arrives
     dispatcher.drain(integration_id=bitrix_integration.pk)
     assert bitrix_sandbox.deals[deal_id]["STAGE_ID"] == "PREPARATION"
-    assert deal_link(bitrix_integration, order).remote_state["STAGE_ID"] == "NEW"
+    state = deal_link(bitrix_integration, order).remote_state
+    assert state["STAGE_ID"] == "NEW" and [s["stage"] for s in state["sent"]] == ["PREPARATION"]  # noted before
     assert IntegrationSync.objects.filter(integration=bitrix_integration, status=SyncStatus.RETRYING).exists()
 
     order = order_change_status(order=order, status="in_progress")  # through the API, before the retry
