@@ -106,3 +106,16 @@ def test_a_stage_we_sent_long_ago_set_again_in_bitrix_is_a_real_change(client, b
     order.refresh_from_db()
     assert (row.status, order.status) == (InboundStatus.PROCESSED, "confirmed")
     assert status_changes(n8n)[-1] == {"status": ["in_progress", "confirmed"]}
+
+
+@pytest.mark.django_db
+def test_an_acknowledged_update_keeps_the_stages_sent_on_the_link(bitrix_sandbox, bitrix_integration):
+    order = OrderFactory()
+    dispatcher.drain(integration_id=bitrix_integration.pk)
+    order = order_change_status(order=order, status="confirmed")
+    dispatcher.drain(integration_id=bitrix_integration.pk)
+    order_change_status(order=order, status="in_progress")
+    dispatcher.drain(integration_id=bitrix_integration.pk)
+    state = deal_link(bitrix_integration, order).remote_state
+    assert state["STAGE_ID"] == "EXECUTING"
+    assert [s["stage"] for s in state["sent"]] == ["PREPARATION", "EXECUTING"]
