@@ -95,16 +95,14 @@ def baseline(n_orders: int, max_seconds: float) -> dict:
     from django.conf import settings
 
     from integrations import payloads
-    from integrations.clients.bitrix24 import BitrixClient
-    from integrations.clients.http import TimeoutSession
-    from integrations.targets.bitrix_limits import limiter_for
+    from integrations.targets.bitrix_limits import bitrix_client_for
     from orders.models import Order
 
     sandbox = _sandbox()
     try:
         integration = _integration(sandbox, name="bitrix-baseline")
         orders = list(Order.objects.select_related("user").order_by("id")[:n_orders])
-        client = BitrixClient(integration.endpoint, session=TimeoutSession(5, 65), acquire=limiter_for(integration))
+        client = bitrix_client_for(integration)
         originator = settings.BITRIX_ORIGINATOR_ID
         _flush_bucket()
         started, deals = time.perf_counter(), 0

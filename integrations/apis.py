@@ -102,8 +102,27 @@ class StatusSerializer(serializers.Serializer):
         "BrokerStatus",
         {"reachable": serializers.BooleanField(), "queue_length": serializers.IntegerField(allow_null=True)},
     )
+    work = inline_serializer(
+        "WorkStatus",
+        {
+            "idle": serializers.BooleanField(
+                help_text="No open sync and no inbound call waiting, processing or to retry."
+            ),
+            "open_syncs": serializers.IntegerField(),
+            "inbound": inline_serializer(
+                "InboundWork",
+                {
+                    "received": serializers.IntegerField(),
+                    "processing": serializers.IntegerField(),
+                    "retry_waiting": serializers.IntegerField(help_text="Failed retryably; retried after backoff."),
+                },
+            ),
+        },
+    )
     settings = inline_serializer(
-        "IntegrationFlags", {"bitrix_enabled": serializers.BooleanField(), "n8n_enabled": serializers.BooleanField()}
+        "IntegrationFlags",
+        {"bitrix_enabled": serializers.BooleanField(), "n8n_enabled": serializers.BooleanField()},
+        help_text="Whether an enabled integration of each kind exists (the database, not environment variables).",
     )
 
 

@@ -219,6 +219,7 @@ class ExternalLink(models.Model):
 
 class InboundStatus(models.TextChoices):
     RECEIVED = "received", "Received"
+    PROCESSING = "processing", "Processing"  # claimed by a worker (claim time in processed_at); no lock held
     PROCESSED = "processed", "Processed"
     IGNORED = "ignored", "Ignored"
     DUPLICATE = "duplicate", "Duplicate"

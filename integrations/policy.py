@@ -1,12 +1,15 @@
 """Retry policy, pure: which outcomes retry, which are final, and how long to wait."""
 
 import random
+import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
 BASE_DELAY_SECONDS = 5.0
 MAX_DELAY_SECONDS = 6 * 3600.0
-RATE_LIMIT_ERRORS = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}
+# Bitrix24's "over the limit" error codes (the only set: the client's `rate_limited` uses it too).
+RATE_LIMIT_ERRORS = frozenset({"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"})
 
 
 class Verdict(StrEnum):
@@ -52,14 +55,20 @@ def is_exhausted(attempts: int, max_attempts: int) -> bool:
     return attempts >= max_attempts
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form only; dates are rare for APIs)."""
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date (seconds from `now`, a Unix time); None when
+    absent or unreadable. The one parser, for every target."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
         return None
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 # A delivery round sends a request only while its lease outlasts the request's worst case by this share of the lease

@@ -36,8 +36,9 @@ class ReconcileError(Exception):
 
 
 def client_for(integration: Integration, purpose: str = "reconcile") -> BitrixClient:
-    """Requests carry `<purpose>:<run id>` as X-Request-Id: the portal's log tells reconcile reads from deliveries."""
-    return bitrix_client_for(integration, request_id=f"{purpose}:{uuid.uuid4().hex[:12]}")
+    """Requests carry `<purpose>:<run id>` as X-Request-Id: the portal's log tells reconcile reads from deliveries.
+    A QUERY_LIMIT_EXCEEDED is waited out (the shared bucket) rather than ending the run."""
+    return bitrix_client_for(integration, request_id=f"{purpose}:{uuid.uuid4().hex[:12]}", wait_on_rate_limit=True)
 
 
 def _order_ct() -> ContentType:

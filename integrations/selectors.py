@@ -138,10 +138,30 @@ def broker_status(timeout: float = 1.0) -> dict:
         return {"reachable": False, "queue_length": None}
 
 
+def work_status() -> dict:
+    """Is there any work left? Open syncs (pending, in progress, retrying) and inbound calls (waiting, being
+    processed, failed and to be retried: a stage change made in Bitrix24 may be among them)."""
+    from integrations.inbound.services import inbound_work_counts
+
+    open_syncs = IntegrationSync.objects.filter(status__in=OPEN_STATUSES).count()
+    inbound = inbound_work_counts()
+    return {"idle": open_syncs == 0 and not any(inbound.values()), "open_syncs": open_syncs, "inbound": inbound}
+
+
+def describe_work(work: dict) -> str:
+    """One line for the commands: `idle`, or what is left."""
+    if work["idle"]:
+        return "idle"
+    inbound = work["inbound"]
+    calls = sum(inbound.values())
+    return (
+        f"NOT idle: {work['open_syncs']} open syncs, {calls} inbound calls ({inbound['received']} waiting, "
+        f"{inbound['processing']} being processed, {inbound['retry_waiting']} failed and to be retried)"
+    )
+
+
 def operations_status(*, now: datetime | None = None) -> dict:
     """Everything the status API and `sync_status` show, in one document."""
-    from django.conf import settings
-
     from integrations.heartbeats import beat_liveness, worker_liveness
 
     now = now or timezone.now()
@@ -149,13 +169,20 @@ def operations_status(*, now: datetime | None = None) -> dict:
     beat = beat_liveness(now=now)
     if not any(w["alive"] for w in workers):
         beat["note"] = "no live worker: beat heartbeats are written by the workers that run its tasks"
+    integrations = integration_status_summary(now=now)
     return {
         "generated_at": now,
-        "integrations": integration_status_summary(now=now),
+        "integrations": integrations,
         "workers": workers,
         "beat": beat,
         "broker": broker_status(),
-        "settings": {"bitrix_enabled": settings.BITRIX_ENABLED, "n8n_enabled": settings.N8N_ENABLED},
+        "work": work_status(),
+        # What the database says (the Integration rows), not this process's environment: BITRIX_ENABLED/N8N_ENABLED
+        # are read only by sync_bootstrap, and a second shell may not have them.
+        "settings": {
+            "bitrix_enabled": any(i["enabled"] for i in integrations if i["kind"] == IntegrationKind.BITRIX24),
+            "n8n_enabled": any(i["enabled"] for i in integrations if i["kind"] == IntegrationKind.N8N),
+        },
     }
 
 

@@ -4,7 +4,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Self
 
 import requests
@@ -12,11 +11,11 @@ import requests
 from integrations.clients.http import HttpResult, TimeoutSession, send
 from integrations.clients.params import encode_params
 from integrations.masking import mask_endpoint, remember_endpoint
+from integrations.policy import RATE_LIMIT_ERRORS, parse_retry_after
 
 MAX_BATCH = 50
 _METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "EXPIRED_TOKEN", "INVALID_TOKEN", "WRONG_AUTH_TYPE"}
-_RATE_ERRORS = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}
 # QUERY_LIMIT_EXCEEDED comes as 503 (429 in older portals): the portal's bucket is empty.
 RATE_LIMIT_STATUSES = {429, 503}
 # error_class of the synthetic result when `acquire` returned False: nothing was sent.
@@ -76,7 +75,7 @@ class BitrixResponse:
 
     @property
     def rate_limited(self) -> bool:
-        return self.error in _RATE_ERRORS or self.http.status == 429
+        return self.error in RATE_LIMIT_ERRORS or self.http.status == 429
 
     @property
     def auth_failed(self) -> bool:
@@ -96,7 +95,7 @@ class BitrixResponse:
         """Seconds to wait, from a Retry-After header or OPERATION_TIME_LIMIT's operating_reset_at; None if unknown."""
         header = self.http.headers.get("retry-after")
         if header:
-            return _parse_retry_after(header)
+            return parse_retry_after(header)
         reset_at = self.time.get("operating_reset_at")
         if self.error == "OPERATION_TIME_LIMIT" and isinstance(reset_at, int | float):
             return max(0.0, float(reset_at) - time.time())
@@ -141,6 +140,11 @@ class PagedList(list):
 class BitrixClient:
     """POSTs JSON to <webhook_url><method>.json; `acquire` (the shared rate limiter) runs before each request.
 
+    A QUERY_LIMIT_EXCEEDED answer calls `on_rate_limited` (the shared bucket is emptied). With `rate_limit_retries`
+    (commands, reconciliation) the request is then sent again, up to that many times, each after `acquire` waited for
+    the bucket's refill; deliveries and inbound reads keep 0 and defer instead. OPERATION_TIME_LIMIT (a method
+    blocked for minutes) is never retried here.
+
     `request_id`, when set, goes out as the X-Request-Id header of every request, so a portal-side request log can be
     matched to the delivery round (or inbound call) that made it; Bitrix24 ignores the header. `before_send`, when
     set, runs after the rate-limit token and right before each request (a delivery round's lease check); whatever it
@@ -154,6 +158,7 @@ class BitrixClient:
         request_id: str = "",
         on_rate_limited: Callable[[], Any] | None = None,
         before_send: Callable[[], Any] | None = None,
+        rate_limit_retries: int = 0,
     ):
         self._webhook_url = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
         remember_endpoint(self._webhook_url)  # log lines of this process mask its code wherever it appears
@@ -162,6 +167,7 @@ class BitrixClient:
         self.request_id = request_id
         self.on_rate_limited = on_rate_limited
         self.before_send = before_send
+        self.rate_limit_retries = rate_limit_retries
 
     def __repr__(self) -> str:
         return f"BitrixClient({self.masked_url})"
@@ -198,16 +204,23 @@ class BitrixClient:
 
     def _post(self, method: str, payload: dict[str, Any]) -> HttpResult:
         _check_method(method)
-        # A limiter that explicitly answers False (no token in time) vetoes the request instead of being ignored.
-        if self.acquire is not None and self.acquire() is False:
-            return HttpResult(status=None, error_class=LOCAL_RATE_LIMIT, error="local rate limiter gave no token")
-        if self.before_send is not None:
-            self.before_send()
         headers = {REQUEST_ID_HEADER: self.request_id} if self.request_id else None
-        result = send(self.session, "POST", f"{self._webhook_url}{method}.json", json=payload, headers=headers)
-        if self.on_rate_limited is not None and result.status in RATE_LIMIT_STATUSES:
-            self.on_rate_limited()
-        return result
+        retries = self.rate_limit_retries if self.acquire is not None else 0  # never again without waiting first
+        while True:
+            # A limiter that explicitly answers False (no token in time) vetoes the request instead of being ignored.
+            if self.acquire is not None and self.acquire() is False:
+                return HttpResult(status=None, error_class=LOCAL_RATE_LIMIT, error="local rate limiter gave no token")
+            if self.before_send is not None:
+                self.before_send()
+            result = send(self.session, "POST", f"{self._webhook_url}{method}.json", json=payload, headers=headers)
+            if result.status not in RATE_LIMIT_STATUSES:
+                return result
+            if self.on_rate_limited is not None:
+                self.on_rate_limited()
+            answer = BitrixResponse.from_http(result)
+            if retries <= 0 or not answer.rate_limited or answer.error == "OPERATION_TIME_LIMIT":
+                return result
+            retries -= 1
 
 
 def _check_method(method: str) -> None:
@@ -218,16 +231,5 @@ def _check_method(method: str) -> None:
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _parse_retry_after(header: str) -> float | None:
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(header).timestamp() - time.time())
     except (TypeError, ValueError):
         return None

@@ -2,7 +2,8 @@
 
 import logging
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -11,12 +12,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from app.logging import redact
-from integrations import config, payloads, policy
-from integrations.clients.bitrix24 import BitrixClient
-from integrations.errors import ConfigurationError
-from integrations.inbound import services
+from integrations import payloads
+from integrations.inbound import echoes, services
+from integrations.inbound.reads import Deal, Decision, read_deals
 from integrations.models import ExternalLink, InboundStatus, InboundWebhook, Integration, IntegrationKind
-from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for
 from orders.models import Order
 from orders.services import order_change_status
 
@@ -25,15 +24,6 @@ _OBJECT = re.compile(r"^([A-Z]+)_(\d+)$")
 
 
 BATCH = services.READ_BATCH
-
-
-@dataclass
-class Decision:
-    status: str
-    result: dict[str, Any] = field(default_factory=dict)
-    error: str = ""
-    retryable: bool = False
-    rate_limited: bool = False
 
 
 @dataclass
@@ -46,25 +36,44 @@ class DealRead:
 
 
 def inbound_process(*, inbound_id: int) -> str:
-    """Idempotent: only `received` rows are processed, under SKIP LOCKED row locks; returns the named row's status.
+    """Idempotent: only `received` rows are processed, each once; returns the named row's status (see _process)."""
+    return _process(inbound_id)[0]
 
-    The named row is processed with up to BATCH - 1 other waiting rows (oldest first), and the deals they name are
-    read in one batch call. Every row gets its own decision, attempt count and savepoint. When the named row is done
-    already (or another worker has it), the message still takes up to BATCH waiting rows: in a long queue, every
-    message moves the backlog on instead of only finding its row done."""
-    with transaction.atomic():
-        row = services.inbound_claim(inbound_id=inbound_id)
-        waiting = services.inbound_claim_waiting(exclude=inbound_id, limit=BATCH - 1 if row else BATCH)
-        if row is None and not waiting:
-            log.info("[INBOUND] row=%s not processed: not received or locked by another worker", inbound_id)
-            return "skipped"
-        rows = [row, *waiting] if row else waiting
-        lead = rows[0]
-        decisions = _decide_all(rows, request_id=f"inbound:{lead.pk}")
-        for each in rows:
-            _finish(each, decisions[each.pk], read_with=lead.pk)
+
+def inbound_drain(*, max_seconds: float = 60.0) -> int:
+    """Process the waiting inbound calls now, in this process (process_syncs), retries whose backoff has passed
+    included; returns how many calls were handled."""
+    deadline, handled = time.monotonic() + max_seconds, 0
+    while time.monotonic() < deadline:
+        services.inbound_retry_due()
+        first = InboundWebhook.objects.filter(status=InboundStatus.RECEIVED).order_by("id").values_list("pk", flat=True)
+        if not first:
+            break
+        handled += _process(first[0])[1]
+    return handled
+
+
+def _process(inbound_id: int) -> tuple[str, int]:
+    """Idempotent: only `received` rows are processed, each once; returns the named row's status.
+
+    The named row is taken with up to BATCH - 1 other waiting rows (oldest first), and the deals they name are read in
+    one batch call. Three steps, so that no transaction is open and no row lock is held while the portal is read (a
+    rate-limit wait of up to 10 s, then a read of up to 65 s): claim (rows marked `processing`, committed), read,
+    then apply in one transaction that locks the orders in ascending id (two batches sharing orders cannot deadlock).
+    Every row gets its own decision, attempt count and savepoint. When the named row is done already (or another
+    worker has it), the message still takes up to BATCH waiting rows: in a long queue, every message moves the
+    backlog on instead of only finding its row done."""
+    row, rows = services.inbound_claim(inbound_id=inbound_id, limit=BATCH)
+    if not rows:
+        log.info("[INBOUND] row=%s not processed: not received or taken by another worker", inbound_id)
+        return "skipped", 0
+    lead = rows[0]
+    decisions = _decide_all(rows, request_id=f"inbound:{lead.pk}")
     for each in rows:
-        decision = decisions[each.pk]
+        decision = decisions.get(each.pk)
+        if decision is None:
+            log.warning("[INBOUND] row=%s claim ran out and was taken over: left to the new claim", each.pk)
+            continue
         log.info(
             "[INBOUND] row=%s %s %s → %s %s",
             each.pk,
@@ -74,9 +83,9 @@ def inbound_process(*, inbound_id: int) -> str:
             decision.error or decision.result.get("reason", ""),
         )
     if row is None:
-        log.info("[INBOUND] row=%s done or locked elsewhere; took %s waiting calls instead", inbound_id, len(rows))
-        return "skipped"
-    return decisions[row.pk].status
+        log.info("[INBOUND] row=%s done or taken elsewhere; took %s waiting calls instead", inbound_id, len(rows))
+        return "skipped", len(decisions)
+    return (decisions[row.pk].status if row.pk in decisions else "skipped"), len(decisions)
 
 
 def _finish(row: InboundWebhook, decision: Decision, *, read_with: int) -> None:
@@ -105,32 +114,38 @@ def _guarded(row: InboundWebhook, decide) -> Decision | DealRead:
 
 
 def _decide_all(rows: list[InboundWebhook], *, request_id: str) -> dict[int, Decision]:
+    """Decide and finish the claimed rows; {row id: decision} for the rows still ours at the end."""
     integration = Integration.objects.filter(kind=IntegrationKind.BITRIX24, enabled=True).order_by("id").first()
+    steps = {row.pk: _guarded(row, lambda row=row: _without_portal(row, integration)) for row in rows}
+    reads = {pk: step for pk, step in steps.items() if isinstance(step, DealRead)}
+    stages: dict[str, Deal | None | Decision] = {}
+    deal_ids = sorted({r.remote_id for r in reads.values()})
+    try:  # outside any transaction: the claim is committed, nothing is locked
+        stages = read_deals(integration, deal_ids, request_id=request_id) if reads else {}
+    except Exception as exc:  # noqa: BLE001 - the claimed rows must end failed (retryable), not stay `processing`
+        log.exception("[INBOUND] row=%s deal read raised", rows[0].pk)
+        failed = Decision(InboundStatus.FAILED, error=redact(f"{type(exc).__name__}: {exc}")[:500], retryable=True)
+        stages = dict.fromkeys(deal_ids, failed)
     decisions: dict[int, Decision] = {}
-    reads: dict[int, DealRead] = {}
-    for row in rows:
-        step = _guarded(row, lambda row=row: _without_portal(row, integration))
-        if isinstance(step, DealRead):
-            reads[row.pk] = step
-        else:
-            decisions[row.pk] = step
-    if not reads:
-        return decisions
-    stages = _read_stages(integration, sorted({r.remote_id for r in reads.values()}), request_id=request_id)
-    for row in rows:
-        read = reads.get(row.pk)
-        if read is None:
-            continue
-        stage = stages[read.remote_id]
-        if isinstance(stage, Decision):
-            decisions[row.pk] = stage
-        elif stage is None:
-            decisions[row.pk] = _ignored(
-                f"deal {read.remote_id} not found in Bitrix24", deal_id=read.remote_id, order_id=read.order.pk
-            )
-        else:
-            decisions[row.pk] = _guarded(row, lambda read=read, stage=stage: _apply_stage(read, stage))
+    with transaction.atomic():
+        mine = services.inbound_lock_claimed(rows=rows)
+        orders = sorted({read.order.pk for pk, read in reads.items() if pk in mine})
+        list(Order.objects.select_for_update().filter(pk__in=orders).order_by("pk").values_list("pk", flat=True))
+        for row in rows:
+            if row.pk not in mine:
+                continue
+            step = steps[row.pk]
+            decisions[row.pk] = step if isinstance(step, Decision) else _decide_read(row, step, stages[step.remote_id])
+            _finish(row, decisions[row.pk], read_with=rows[0].pk)
     return decisions
+
+
+def _decide_read(row: InboundWebhook, read: DealRead, deal: Deal | None | Decision) -> Decision:
+    if isinstance(deal, Decision):
+        return deal
+    if deal is None:
+        return _ignored(f"deal {read.remote_id} not found in Bitrix24", deal_id=read.remote_id, order_id=read.order.pk)
+    return _guarded(row, lambda: _apply_stage(read, deal))
 
 
 def _without_portal(row: InboundWebhook, integration: Integration | None) -> Decision | DealRead:
@@ -152,59 +167,15 @@ def _without_portal(row: InboundWebhook, integration: Integration | None) -> Dec
     return DealRead(order=order, link=link, remote_id=remote_id)
 
 
-def _read_stages(
-    integration: Integration | None, deal_ids: list[str], *, request_id: str
-) -> dict[str, str | None | Decision]:
-    """{deal id: STAGE_ID, or None if the portal has no such deal, or the failed Decision for that deal's rows}."""
-    try:
-        client = bitrix_client(integration, request_id=request_id)
-    except ConfigurationError as exc:  # an operator's typo: pause with the reason; the calls wait, burning no attempt
-        if integration is not None:
-            config.integration_pause_for_config(integration=integration, error=str(exc))
-        error = f"{config.REASON_PREFIX}{exc}"[:500]  # rate_limited: not the portal failing, no attempt counted
-        return dict.fromkeys(deal_ids, Decision(InboundStatus.FAILED, error=error, retryable=True, rate_limited=True))
-    if client is None:
-        failed = Decision(
-            InboundStatus.FAILED, error="no Bitrix24 integration or BITRIX_WEBHOOK_URL configured", retryable=True
-        )
-        return dict.fromkeys(deal_ids, failed)
-    try:
-        response = client.batch({f"d{deal_id}": ("crm.deal.get", {"id": deal_id}) for deal_id in deal_ids})
-    except RateLimitTimeout as exc:
-        return dict.fromkeys(deal_ids, _rate_limited(str(exc)))
-    if response.rate_limited:
-        return dict.fromkeys(deal_ids, _rate_limited(f"crm.deal.get: {response.error or response.http.status}"))
-    if not response.ok:
-        error = response.error or response.http.error_class or f"HTTP {response.http.status}"
-        detail = response.error_description or response.http.error
-        failed = Decision(InboundStatus.FAILED, error=f"crm.deal.get: {error} {detail}".strip()[:500], retryable=True)
-        return dict.fromkeys(deal_ids, failed)
-    results, errors = response.results, response.errors
-    stages: dict[str, str | None | Decision] = {}
-    for deal_id in deal_ids:
-        key = f"d{deal_id}"
-        deal = results.get(key)
-        if isinstance(deal, dict):
-            stages[deal_id] = str(deal.get("STAGE_ID") or "")
-            continue
-        error = errors.get(key) if isinstance(errors.get(key), dict) else {}
-        code, detail = str(error.get("error") or ""), str(error.get("error_description") or "")
-        if code == "NOT_FOUND" or "not found" in detail.lower():
-            stages[deal_id] = None
-        else:
-            stages[deal_id] = Decision(
-                InboundStatus.FAILED,
-                error=f"crm.deal.get: {code or 'no result'} {detail}".strip()[:500],
-                retryable=True,
-                rate_limited=code in policy.RATE_LIMIT_ERRORS,
-            )
-    return stages
-
-
-def _apply_stage(read: DealRead, stage: str) -> Decision:
-    """Map STAGE_ID → status; unknown stages are recorded, never guessed; our own state echoing back changes nothing."""
-    link, remote_id = read.link, read.remote_id
+def _apply_stage(read: DealRead, deal: Deal) -> Decision:
+    """Map STAGE_ID → status; unknown stages are recorded, never guessed. A stage we sent coming back (our echo,
+    answered or not) changes nothing, and neither does a Bitrix-side change older than the order's last status change
+    here (the local change is on its way to the portal and wins)."""
+    remote_id, stage = read.remote_id, deal.stage
     order = Order.objects.select_for_update().get(pk=read.order.pk)  # compare with the state we are about to change
+    # Read again: the stages sent up to the moment the deal was read are noted on the link by now.
+    link = ExternalLink.objects.filter(pk=read.link.pk).first() or read.link
+    state = link.remote_state if isinstance(link.remote_state, dict) else {}
     base = {"deal_id": remote_id, "order_id": order.pk, "stage": stage}
     status = payloads.status_for_stage(stage, settings.BITRIX_STAGE_MAP)
     if status is None:
@@ -212,18 +183,24 @@ def _apply_stage(read: DealRead, stage: str) -> Decision:
     if status == order.status:
         return _ignored("order already has this status", echo=True, status=status, **base)
     # The stage we last wrote coming back (e.g. an old event arriving after a newer local change) is no new information.
-    if stage == (link.remote_state or {}).get("STAGE_ID"):
+    if stage == state.get("STAGE_ID"):
         return _ignored("stage is the one we last wrote", echo=True, status=order.status, **base)
+    if echoes.sent_by_us(state, stage, deal.modified_at):
+        return _ignored("stage is one we sent (our own update)", echo=True, status=order.status, **base)
+    newer = echoes.newer_local_change(order, deal.modified_at)
+    if newer is not None:
+        return _ignored(
+            f"the order's status changed here at {newer.isoformat()}, newer than the deal's change",
+            status=order.status,
+            deal_modified_at=deal.modified_at.isoformat() if deal.modified_at else None,
+            **base,
+        )
     old = order.status
     try:
         order_change_status(order=order, status=status, force=True)
     except ValidationError as exc:
         return Decision(InboundStatus.FAILED, result=base, error=f"status {status!r} rejected: {exc.messages}")
     return Decision(InboundStatus.PROCESSED, result={**base, "old": old, "new": status})
-
-
-def _rate_limited(error: str) -> Decision:
-    return Decision(InboundStatus.FAILED, error=f"{error} (rate limited)", retryable=True, rate_limited=True)
 
 
 def _ignored(reason: str, **details: Any) -> Decision:
@@ -239,14 +216,3 @@ def _link_for(remote_id: str, integration: Integration | None) -> ExternalLink |
     if integration is not None:
         links = links.filter(integration=integration)
     return links.order_by("id").first()
-
-
-def bitrix_client(integration: Integration | None = None, *, request_id: str = "") -> BitrixClient | None:
-    """The enabled bitrix24 Integration's endpoint, else BITRIX_WEBHOOK_URL; behind the shared per-portal bucket."""
-    if integration is None:
-        integration = Integration.objects.filter(kind=IntegrationKind.BITRIX24, enabled=True).order_by("id").first()
-    if integration is None and settings.BITRIX_WEBHOOK_URL:
-        integration = Integration(kind=IntegrationKind.BITRIX24, endpoint=settings.BITRIX_WEBHOOK_URL)
-    if integration is None or not integration.endpoint:
-        return None
-    return bitrix_client_for(integration, request_id=request_id)

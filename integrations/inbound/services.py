@@ -24,6 +24,7 @@ MAX_ATTEMPTS = 12
 STALE_SECONDS = 60
 MAX_RETRY_DELAY_SECONDS = 3600
 REQUEUE_BATCH = 500
+CLAIM_MARGIN_SECONDS = 120
 # A worker takes up to READ_BATCH waiting calls at once and reads their deals in one batch call (one request against
 # the portal's limit): our own deal updates echo back as ONCRMDEALUPDATE, and one read each would eat the budget.
 READ_BATCH = 50
@@ -69,7 +70,7 @@ def _store_repeat(fields: dict[str, Any], dedupe_key: str) -> InboundWebhook:
     the original only while nobody has processed or started processing it (same second, another change: the
     original's pull will see both). Otherwise it is processed on its own, or that later change would be lost."""
     with transaction.atomic():
-        with connection.cursor() as cursor:  # a processor holds FOR UPDATE on the row it works on: skipped here
+        with connection.cursor() as cursor:  # a claimed row is `processing`; one being claimed is locked: skipped
             cursor.execute(_UNTOUCHED_ORIGINAL_SQL, [dedupe_key])
             untouched = cursor.fetchone()
         original = InboundWebhook.objects.filter(dedupe_key=dedupe_key).values_list("pk", flat=True).first()
@@ -159,29 +160,103 @@ def inbound_enqueue(ids: list[int]) -> None:
             return
 
 
-def inbound_claim(*, inbound_id: int) -> InboundWebhook | None:
-    """Lock a `received` row for processing (inside the caller's transaction); None if done or locked elsewhere."""
-    return (
-        InboundWebhook.objects.select_for_update(skip_locked=True)
-        .filter(pk=inbound_id, status=InboundStatus.RECEIVED)
-        .first()
+def inbound_claim(*, inbound_id: int, limit: int) -> tuple[InboundWebhook | None, list[InboundWebhook]]:
+    """Take the named row if it is `received`, and more waiting rows (oldest first) up to `limit` in all, skipping rows
+    others hold. One short transaction marks them `processing` (claim time in processed_at) and commits: no row lock
+    is held while the portal is read. Returns (the named row or None, every row taken, the named one first)."""
+    with transaction.atomic():
+        named = (
+            InboundWebhook.objects.select_for_update(skip_locked=True)
+            .filter(pk=inbound_id, status=InboundStatus.RECEIVED)
+            .first()
+        )
+        waiting = list(
+            InboundWebhook.objects.select_for_update(skip_locked=True)
+            .filter(status=InboundStatus.RECEIVED)
+            .exclude(pk=inbound_id)
+            .order_by("id")[: limit - 1 if named else limit]
+        )
+        rows = [named, *waiting] if named else waiting
+        now = timezone.now()
+        InboundWebhook.objects.filter(pk__in=[r.pk for r in rows]).update(
+            status=InboundStatus.PROCESSING, processed_at=now
+        )
+    for row in rows:
+        row.status, row.processed_at = InboundStatus.PROCESSING, now
+    return named, rows
+
+
+def inbound_lock_claimed(*, rows: list[InboundWebhook]) -> set[int]:
+    """Inside the caller's transaction: lock the rows this claim still holds (ids ascending); a row whose claim ran out
+    and was taken over (inbound_requeue_stale) is not ours any more and is left out."""
+    mine = Q(pk__in=[])
+    for row in rows:
+        mine |= Q(pk=row.pk, processed_at=row.processed_at)
+    return set(
+        InboundWebhook.objects.select_for_update()
+        .filter(mine, status=InboundStatus.PROCESSING)
+        .order_by("id")
+        .values_list("pk", flat=True)
     )
 
 
-def inbound_claim_waiting(*, exclude: int, limit: int) -> list[InboundWebhook]:
-    """Lock up to `limit` more `received` rows, oldest first, skipping rows others hold (caller's transaction)."""
-    return list(
-        InboundWebhook.objects.select_for_update(skip_locked=True)
-        .filter(status=InboundStatus.RECEIVED)
-        .exclude(pk=exclude)
-        .order_by("id")[:limit]
+def claim_lease_seconds() -> float:
+    """How long a claim may take: the rate-limit wait, then one read with its timeouts, then a generous margin."""
+    from integrations.targets.bitrix_limits import WAIT_LIMIT_SECONDS
+
+    connect, read = settings.BITRIX_TIMEOUT
+    return WAIT_LIMIT_SECONDS + connect + read + CLAIM_MARGIN_SECONDS
+
+
+def _release_expired_claims(now) -> list[int]:
+    """Rows left `processing` by a worker that died: failed and retryable, one attempt used (a call that kills its
+    worker must still reach the attempt cap)."""
+    expired = list(
+        InboundWebhook.objects.select_for_update(skip_locked=True).filter(
+            status=InboundStatus.PROCESSING, processed_at__lt=now - timedelta(seconds=claim_lease_seconds())
+        )[:REQUEUE_BATCH]
     )
+    for row in expired:
+        attempts = int(row.result.get("attempts", 0) or 0) if isinstance(row.result, dict) else 0
+        result = {**(row.result if isinstance(row.result, dict) else {}), "attempts": attempts + 1, "retryable": True}
+        inbound_finish(row=row, status=InboundStatus.FAILED, result=result, error="worker stopped while processing")
+        log.warning("[INBOUND] row=%s claim expired: the worker stopped while processing; retried later", row.pk)
+    return [row.pk for row in expired]
 
 
 def inbound_finish(*, row: InboundWebhook, status: str, result: dict, error: str = "") -> InboundWebhook:
     row.status, row.result, row.error, row.processed_at = status, result, error, timezone.now()
     row.save(update_fields=["status", "result", "error", "processed_at"])
     return row
+
+
+def _retry_due(now, older_than_seconds: int, max_attempts: int) -> Q:
+    """Retryable `failed` rows under the attempt cap whose backoff (older_than_seconds doubling per attempt, capped at
+    an hour) has passed."""
+    due = Q(pk__in=[])
+    for attempts in range(max_attempts):  # 0: only rate-limited so far
+        wait = min(older_than_seconds * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY_SECONDS)
+        due |= Q(result__attempts=attempts, processed_at__lt=now - timedelta(seconds=wait))
+    return due & Q(status=InboundStatus.FAILED, result__retryable=True)
+
+
+def inbound_retry_due(
+    *, now=None, older_than_seconds: int = STALE_SECONDS, max_attempts: int = MAX_ATTEMPTS, limit: int = REQUEUE_BATCH
+) -> list[int]:
+    """Make the retryable failed rows whose backoff has passed `received` again (and release expired claims); their
+    ids. Sends nothing: the caller does (the requeue sweep) or processes them itself (process_syncs)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        _release_expired_claims(now)
+        retry = list(
+            InboundWebhook.objects.select_for_update(skip_locked=True)
+            .filter(_retry_due(now, older_than_seconds, max_attempts))
+            .order_by("id")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if retry:
+            InboundWebhook.objects.filter(pk__in=retry).update(status=InboundStatus.RECEIVED)
+    return retry
 
 
 def inbound_requeue_stale(
@@ -191,19 +266,10 @@ def inbound_requeue_stale(
     under the attempt cap once their backoff (older_than_seconds doubling per attempt, capped at an hour) has passed."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than_seconds)
-    due = Q(pk__in=[])
-    for attempts in range(max_attempts):  # 0: only rate-limited so far
-        wait = min(older_than_seconds * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY_SECONDS)
-        due |= Q(result__attempts=attempts, processed_at__lt=now - timedelta(seconds=wait))
     with transaction.atomic():
-        retry = list(
-            InboundWebhook.objects.select_for_update(skip_locked=True)
-            .filter(due, status=InboundStatus.FAILED, result__retryable=True)
-            .order_by("id")
-            .values_list("pk", flat=True)[:limit]
+        retry = inbound_retry_due(
+            now=now, older_than_seconds=older_than_seconds, max_attempts=max_attempts, limit=limit
         )
-        if retry:
-            InboundWebhook.objects.filter(pk__in=retry).update(status=InboundStatus.RECEIVED)
         # Received rows whose message may be lost: waiting longer than the cutoff since they were stored or last sent.
         stale = InboundWebhook.objects.filter(status=InboundStatus.RECEIVED, received_at__lt=cutoff).filter(
             Q(queued_at__isnull=True) | Q(queued_at__lt=cutoff)
@@ -214,3 +280,19 @@ def inbound_requeue_stale(
     for inbound_id in ids:
         log.info("[INBOUND] row=%s requeued%s", inbound_id, " (retry)" if inbound_id in retry else "")
     return ids
+
+
+def inbound_work_counts() -> dict[str, int]:
+    """Inbound work not done yet: calls waiting, being processed, and failed ones that will be retried."""
+    from django.db.models import Count
+
+    return InboundWebhook.objects.filter(
+        status__in=[InboundStatus.RECEIVED, InboundStatus.PROCESSING, InboundStatus.FAILED]
+    ).aggregate(
+        received=Count("id", filter=Q(status=InboundStatus.RECEIVED)),
+        processing=Count("id", filter=Q(status=InboundStatus.PROCESSING)),
+        retry_waiting=Count(
+            "id",
+            filter=Q(status=InboundStatus.FAILED, result__retryable=True, result__attempts__lt=MAX_ATTEMPTS),
+        ),
+    )

@@ -15,6 +15,7 @@ from django.utils import timezone
 from integrations import payloads, policy
 from integrations.clients.bitrix24 import BitrixClient, BitrixResponse
 from integrations.errors import ConfigurationError
+from integrations.inbound.echoes import stages_sent_note
 from integrations.lease import LeaseLost, RoundLease
 from integrations.models import AttemptOutcome, EventType, ExternalLink, Integration, SyncAttempt
 from integrations.policy import Verdict
@@ -123,10 +124,12 @@ class BitrixTarget:
         refresh = [p for p in plans if p.entity == "contact" and p.outcome is None and p.remote_id and not _has_ids(p)]
         self._batch(client, refresh, lambda p: {p.key: ("crm.contact.get", {"id": p.remote_id})}, self._keep_ids)
         writes = [p for p in plans if p.outcome is None]
-        self._batch(client, writes, lambda p: self._write_commands(p, prefix), self._written)
+        self._batch(client, writes, lambda p: self._write_commands(p, prefix), self._written, before=_note_stages)
 
-    def _batch(self, client, plans: list[Plan], commands_of, on_result) -> None:
+    def _batch(self, client, plans: list[Plan], commands_of, on_result, before=None) -> None:
         for group, commands in _chunks(plans, commands_of):
+            if before is not None:
+                before(group)
             response = client.batch(commands)
             if not response.ok:
                 _fail_all(group, response, summary=f"batch {len(commands)} cmds")
@@ -190,6 +193,8 @@ class BitrixTarget:
         if not plan.remote_id:
             plan.remote_id = str(response.results.get(plan.key))
         state = {"STAGE_ID": plan.state["fields"].get("STAGE_ID")} if plan.entity == "deal" else {}
+        if plan.state.get("sent"):
+            state["sent"] = plan.state["sent"]  # the stages sent so far stay known as ours (inbound echo check)
         if plan.entity == "contact":
             got = response.results.get(f"g{sync.pk}")
             state = payloads.multi_field_ids(got) if isinstance(got, dict) else {}
@@ -217,6 +222,20 @@ def _chunks(plans: list[Plan], commands_of):
         commands.update(mine)
     if group:
         yield group, commands
+
+
+def _note_stages(plans: list[Plan]) -> None:
+    """Before a deal update goes out, note its stage on the link: if the answer is lost, the portal's echo of it is
+    still recognised as ours (integrations/inbound/echoes.py)."""
+    stages = {
+        p.link.pk: p.state["fields"]["STAGE_ID"]
+        for p in plans
+        if p.entity == "deal" and p.link is not None and p.state.get("fields", {}).get("STAGE_ID")
+    }
+    sent = stages_sent_note(stages=stages)
+    for plan in plans:
+        if plan.link is not None and plan.link.pk in sent:
+            plan.state["sent"] = sent[plan.link.pk]
 
 
 def _default_client(integration: Integration) -> BitrixClient:

@@ -13,6 +13,8 @@ from integrations.ratelimit import TokenBucket, parse_rate
 
 log = logging.getLogger("integrations.worker")
 WAIT_LIMIT_SECONDS = 10.0
+# Commands and reconciliation ask again after a QUERY_LIMIT_EXCEEDED, each time once the shared bucket has refilled.
+COMMAND_RATE_LIMIT_RETRIES = 5
 _redis = None
 
 
@@ -33,7 +35,7 @@ def bucket_for(integration: Integration) -> TokenBucket:
     return TokenBucket(portal_key(integration.endpoint), rate, burst, redis_client=_redis_client())
 
 
-def limiter_for(integration: Integration, bucket: TokenBucket | None = None):
+def _limiter_for(integration: Integration, bucket: TokenBucket | None = None):
     bucket = bucket or bucket_for(integration)
 
     def acquire() -> None:
@@ -48,17 +50,21 @@ def call_worst_case() -> float:
     return float(sum(settings.BITRIX_TIMEOUT))
 
 
-def bitrix_client_for(integration: Integration, *, request_id: str = "") -> BitrixClient:
+def bitrix_client_for(
+    integration: Integration, *, request_id: str = "", wait_on_rate_limit: bool = False
+) -> BitrixClient:
     """The one way production code talks to a portal: BITRIX_TIMEOUT on every request, the shared bucket before it,
-    and the bucket emptied when the portal answers that it is over its limit."""
+    and the bucket emptied when the portal answers that it is over its limit. With wait_on_rate_limit (commands,
+    reconciliation: nothing to defer to) such an answer is followed by a wait for the bucket and a new try."""
     connect, read = settings.BITRIX_TIMEOUT
     bucket = bucket_for(integration)
     return BitrixClient(
         integration.endpoint,
         session=TimeoutSession(connect, read),
-        acquire=limiter_for(integration, bucket),
+        acquire=_limiter_for(integration, bucket),
         request_id=request_id,
         on_rate_limited=bucket.drain,
+        rate_limit_retries=COMMAND_RATE_LIMIT_RETRIES if wait_on_rate_limit else 0,
     )
 
 

@@ -117,7 +117,7 @@ def test_status_reports_counts_oldest_pending_masked_endpoint_and_bucket(staff, 
     assert (n["enabled"], n["disabled_reason"], n["rate_limit"]) == (False, "410 Gone from receiver", None)
     assert n["counts"]["skipped"] == 2 and n["oldest_pending_age_seconds"] is None
     assert {"last_success_at", "last_failure_at", "kind", "id"} <= set(b)
-    assert body["settings"] == {"bitrix_enabled": False, "n8n_enabled": False}
+    assert body["settings"] == {"bitrix_enabled": True, "n8n_enabled": False}  # the Integration rows, not the env
     assert body["broker"] == {"reachable": True, "queue_length": 0}
 
 

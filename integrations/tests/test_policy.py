@@ -54,6 +54,18 @@ def test_default_attempt_budget_retries_for_about_a_day():
     assert policy.is_exhausted(attempts, attempts) and not policy.is_exhausted(attempts - 1, attempts)
 
 
-@pytest.mark.parametrize(("header", "seconds"), [("7", 7.0), ("0", 0.0), ("-3", 0.0), ("", None), ("soon", None)])
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        ("0", 0.0),
+        ("-3", 0.0),
+        ("", None),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),  # an HTTP date, 30 s after `now`
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # already past
+    ],
+)
 def test_retry_after_header_parsing(header, seconds):
-    assert policy.parse_retry_after(header) == seconds
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert policy.parse_retry_after(header, now=now) == seconds

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from integrations.inbound.auth import mask_text
-from integrations.inbound.processing import bitrix_client
+from integrations.inbound.reads import portal_integration
+from integrations.targets.bitrix_limits import bitrix_client_for
 
 EVENTS = ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALDELETE", "ONCRMCONTACTUPDATE")
 _APP_CONTEXT_HINT = (
@@ -21,9 +22,10 @@ class Command(BaseCommand):
         parser.add_argument("--event", action="append", dest="events", help=f"event to (un)bind; default {EVENTS}")
 
     def handle(self, *args, **options):
-        client = bitrix_client()
-        if client is None:
+        integration = portal_integration()
+        if integration is None:
             raise CommandError("No enabled bitrix24 integration and no BITRIX_WEBHOOK_URL configured.")
+        client = bitrix_client_for(integration, request_id="bind", wait_on_rate_limit=True)
         if options["list"]:
             return self._list(client)
         handler = options["handler_url"]

@@ -86,7 +86,7 @@ class Command(BaseCommand):
             "filter": {"ORIGINATOR_ID": settings.BITRIX_ORIGINATOR_ID, "ORIGIN_ID": ref.object_id},
             "select": LIST_SELECT[entity],
         }
-        client = bitrix_client_for(integration, request_id="explain")
+        client = bitrix_client_for(integration, request_id="explain", wait_on_rate_limit=True)
         try:
             response = client.call(f"crm.{entity}.list", params)
         except RateLimitTimeout as exc:

@@ -4,7 +4,8 @@ from django.core.management.base import BaseCommand
 from django.core.serializers.json import DjangoJSONEncoder
 
 from integrations.management.commands._tables import age, cell, table
-from integrations.selectors import operations_status
+from integrations.models import IntegrationKind
+from integrations.selectors import describe_work, operations_status
 
 STATUS_COLUMNS = ["pending", "in_progress", "retrying", "synced", "failed", "dead", "superseded", "skipped"]
 
@@ -29,11 +30,11 @@ class Command(BaseCommand):
         self.stdout.write(self._beat(status["beat"]))
         self.stdout.write("")
         broker = status["broker"]
-        flags = status["settings"]
         self.stdout.write(
             f"Broker: {'reachable' if broker['reachable'] else 'UNREACHABLE'}, "
             f"queue length (LLEN celery): {cell(broker['queue_length'])}\n"
-            f"Settings: BITRIX_ENABLED={flags['bitrix_enabled']} N8N_ENABLED={flags['n8n_enabled']}"
+            f"Enabled (database): {_enabled_by_kind(status['integrations'], status['generated_at'])}\n"
+            f"Work: {describe_work(status['work'])}"
         )
 
     def _integrations(self, integrations: list[dict]) -> str:
@@ -80,3 +81,13 @@ class Command(BaseCommand):
             for t in beat["tasks"]
         ]
         return head + "\n" + table(["task", "every s", "last run", "age", "state"], rows)
+
+
+def _enabled_by_kind(integrations: list[dict], now) -> str:
+    """`bitrix24=yes n8n=no` from the Integration rows (paused: enabled but waiting until paused_until)."""
+    words = []
+    for kind in IntegrationKind.values:
+        mine = [i for i in integrations if i["kind"] == kind and i["enabled"]]
+        running = [i for i in mine if not (i["paused_until"] and i["paused_until"] > now)]
+        words.append(f"{kind}={'yes' if running else 'paused' if mine else 'no'}")
+    return " ".join(words)
