@@ -290,3 +290,28 @@ def test_the_sandbox_filters_date_modify_as_a_moment_whatever_the_offset(sandbox
     later = (moment + timedelta(seconds=1)).astimezone(tz(timedelta(hours=5))).isoformat()
     assert [r["ID"] for r in sandbox.store.list("deal", {"filter": {">=DATE_MODIFY": elsewhere}})[0]] == [str(deal_id)]
     assert sandbox.store.list("deal", {"filter": {">=DATE_MODIFY": later}})[0] == []
+
+
+def test_status_api_and_dashboard_show_cursor_lag_last_run_and_calls(sandbox, portal):
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+    from rest_framework.test import APIClient
+
+    from users.tests.factories import UserFactory
+
+    user = UserFactory(is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_integrationsync"))
+    api = APIClient()
+    api.force_authenticate(user)
+    before = {i["name"]: i for i in api.get("/api/integrations/status/").json()["integrations"]}
+    assert before["bitrix"]["catchup"]["last_run_at"] is None and before["n8n"]["catchup"] is None
+
+    catchup_run(integration=portal)
+
+    shown = {i["name"]: i for i in api.get("/api/integrations/status/").json()["integrations"]}["bitrix"]["catchup"]
+    assert shown["last_outcome"] == "complete" and shown["last_calls"] == shown["calls_total"] == 1
+    assert shown["cursor"] is not None and 0 <= shown["lag_seconds"] < 10 and shown["last_run_at"] is not None
+    page = Client()
+    page.force_login(user)
+    html = page.get("/admin/integrations/dashboard/").content.decode()
+    assert "catch-up of lost deal events: lag" in html and "complete, 1 call, 0 applied" in html
