@@ -21,17 +21,19 @@ from django.db.models import F
 from django.utils import timezone
 
 from app.logging import redact
+from integrations.clients.bitrix24 import BitrixClient, BitrixResponse
 from integrations.errors import ConfigurationError
-from integrations.inbound import echoes
+from integrations.inbound import echoes, services
 from integrations.inbound.processing import DealRead, _apply_stage, _link_for
 from integrations.inbound.reads import Deal
-from integrations.models import CatchupState, InboundStatus, InboundWebhook, Integration, IntegrationKind
+from integrations.models import CatchupState, InboundStatus, Integration, IntegrationKind
 from integrations.targets.bitrix_limits import RateLimitTimeout, bitrix_client_for, bucket_for
 from orders.models import Order
 
 log = logging.getLogger("integrations.inbound")
 FIRST_LOOKBACK = timedelta(hours=1)  # a portal's first run starts here (`bitrix_catchup --since` reaches further)
 SPARE_FRACTION = 0.5  # a page is read only while the shared bucket holds at least this share of its burst
+PAGE_TRIES = 3
 SELECT = ["ID", "STAGE_ID", "DATE_MODIFY", "ORIGINATOR_ID"]
 ORDER = {"DATE_MODIFY": "ASC", "ID": "ASC"}
 _LOCK_CLASS = 0x0CA7C0  # pg advisory lock namespace: one run per integration at a time, no row lock held over HTTP
@@ -116,19 +118,11 @@ def _run(integration: Integration, state: CatchupState, max_pages: int) -> Catch
     lower, start, seen = cursor - timedelta(seconds=settings.BITRIX_CATCHUP_OVERLAP_SECONDS), 0, set()
     read_started: datetime | None = None
     for _ in range(max_pages):
-        if not _spare(bucket):
-            result.outcome = "no spare capacity"
-            return result
-        params = {"filter": _filter(lower), "order": ORDER, "select": SELECT, "start": start}
-        try:
-            page = client.call("crm.deal.list", params)
-        except RateLimitTimeout:
-            result.outcome = "no spare capacity"
-            return result
-        result.calls += 1
-        if not page.ok or not isinstance(page.result, list):
-            code = page.error or page.http.error_class or f"HTTP {page.http.status}"
-            result.outcome = redact(f"failed: crm.deal.list {code} {page.error_description or page.http.error}")
+        read = _read_page(client, bucket, {"filter": _filter(lower), "order": ORDER, "select": SELECT, "start": start})
+        result.calls += read.calls
+        page = read.response
+        if page is None:
+            result.outcome = read.outcome
             return result
         if read_started is None:  # the portal's clock when the first page was read, else ours
             read_started = _portal_time(page.time) or timezone.now()
@@ -150,6 +144,35 @@ def _run(integration: Integration, state: CatchupState, max_pages: int) -> Catch
         else:
             start = page.next
     return result
+
+
+@dataclass
+class _Page:
+    response: BitrixResponse | None
+    calls: int
+    outcome: str = ""
+
+
+def _read_page(client: BitrixClient, bucket, params: dict) -> _Page:
+    """One crm.deal.list page; a 5xx or a dropped connection is asked again at once (a read changes nothing), up to
+    PAGE_TRIES times, each only with spare capacity. A rate-limit answer (503/429) or any other error is not."""
+    calls = 0
+    for attempt in range(1, PAGE_TRIES + 1):
+        if not _spare(bucket):
+            return _Page(None, calls, "no spare capacity")
+        try:
+            page = client.call("crm.deal.list", params)
+        except RateLimitTimeout:
+            return _Page(None, calls, "no spare capacity")
+        calls += 1
+        if page.ok and isinstance(page.result, list):
+            return _Page(page, calls)
+        transient = (page.transport_error or page.server_error) and not page.rate_limited
+        if not transient or attempt == PAGE_TRIES:
+            code = page.error or page.http.error_class or f"HTTP {page.http.status}"
+            detail = page.error_description or page.http.error
+            return _Page(None, calls, redact(f"failed: crm.deal.list {code} {detail}".strip()))
+    raise AssertionError("unreachable")
 
 
 def _apply_page(integration: Integration, rows: list[dict]) -> int:
@@ -176,17 +199,13 @@ def _apply_page(integration: Integration, rows: list[dict]) -> int:
 
 def _record(remote_id: str, row: dict, decision) -> None:
     """A change catch-up applied (or could not) is listed with the inbound calls (admin → Inbound webhooks)."""
-    InboundWebhook.objects.create(
-        method="GET",
-        path="crm.deal.list",
-        authenticated=True,
+    services.inbound_record_pulled(
         event=EVENT,
         remote_object=f"DEAL_{remote_id}",
-        body=str({k: row.get(k) for k in SELECT})[:500],
+        body=str({k: row.get(k) for k in SELECT}),
         status=decision.status,
         error=decision.error,
         result={**decision.result, "source": "catchup", "retryable": False},
-        processed_at=timezone.now(),
     )
 
 

@@ -192,12 +192,13 @@ def test_a_portal_error_stops_the_run_without_moving_the_cursor_and_the_next_run
     if fault == "query_limit":  # the portal's bucket is empty: 503 QUERY_LIMIT_EXCEEDED
         sandbox.enforce_rate_limit, sandbox.bucket = True, LeakyBucket(rate=0.001, burst=1)
         sandbox.bucket.admit()
-    else:
-        sandbox.fail_next(1, "error_5xx")
+    else:  # asked again at once, up to three times
+        sandbox.fail_next(catchup.PAGE_TRIES, "error_5xx")
 
     stopped = catchup_run(integration=portal)
 
-    assert stopped.outcome.startswith("failed: crm.deal.list") and stopped.calls == 1
+    assert stopped.outcome.startswith("failed: crm.deal.list")
+    assert stopped.calls == (1 if fault == "query_limit" else catchup.PAGE_TRIES) == len(list_calls(sandbox))
     assert CatchupState.objects.get(integration=portal).cursor == before
     assert Order.objects.get(pk=order.pk).status == "new"
     if fault == "query_limit":  # the shared bucket was emptied: deliveries and catch-up wait for its refill
@@ -206,6 +207,20 @@ def test_a_portal_error_stops_the_run_without_moving_the_cursor_and_the_next_run
     later = _run_when_spare(portal)
     assert (later.outcome, later.applied) == ("complete", 1)
     assert Order.objects.get(pk=order.pk).status == "done"
+
+
+@pytest.mark.parametrize("fault", ["error_5xx", "timeout"])
+def test_a_page_that_failed_once_is_asked_again_in_the_same_run(sandbox, portal, fault):
+    (order, deal_id), *_ = linked_orders(sandbox, portal, 1)
+    sandbox.store.update("deal", deal_id, {"STAGE_ID": "WON"})
+    sandbox.set_faults(timeout_seconds=0.5)
+    portal_timeout = (1.0, 0.2)
+    from django.test import override_settings
+
+    sandbox.fail_next(1, fault)
+    with override_settings(BITRIX_TIMEOUT=portal_timeout):
+        result = catchup_run(integration=portal)
+    assert (result.outcome, result.calls, result.applied) == ("complete", 2, 1)
 
 
 def _run_when_spare(portal, timeout: float = 5.0):
