@@ -528,9 +528,10 @@ def drain(sandbox, started: float) -> None:
 
 
 def catchup_checks(traffic: "Traffic", sandbox, burst_window: list[float]) -> tuple[list[str], list[str]]:
-    """Every stage change made in Bitrix24 while no event was posted reaches its order through catch-up within one
-    period (or a change here superseded it); no stage catch-up applied is one we wrote; no catch-up call met a 503
-    outside the injected rate-limit burst. Returns (breaches, report rows)."""
+    """Every stage change made in Bitrix24 whose event was not posted (the stretch without posts, or a post our web
+    could not take: e.g. during pg_terminate_backend) reaches its order through catch-up within one period, unless a
+    change here superseded it; no stage catch-up applied is one we wrote; no catch-up call met a 503 outside the
+    injected rate-limit burst. Returns (breaches, report rows)."""
     from django.contrib.contenttypes.models import ContentType
 
     from integrations.models import CatchupState, EventType, InboundStatus, InboundWebhook
@@ -547,20 +548,39 @@ def catchup_checks(traffic: "Traffic", sandbox, burst_window: list[float]) -> tu
     if echoed:
         breaches.append(f"catch-up applied stages never set in Bitrix24 (our own writes echoed back): {echoed[:5]}")
     changes = defaultdict(list)  # order pk -> (occurred_at, synced_at or None) of its status changes here
+    writes = defaultdict(list)  # order pk -> synced_at of its deal writes (every one sends the order's STAGE_ID)
     order_ct = ContentType.objects.get_for_model(Order)
-    for object_id, occurred, synced in IntegrationSync.objects.filter(
-        content_type=order_ct, event_type=EventType.STATUS_CHANGED, integration__kind=IntegrationKind.BITRIX24
-    ).values_list("object_id", "occurred_at", "synced_at"):
-        changes[int(object_id)].append((occurred.timestamp(), synced.timestamp() if synced else None))
+    for object_id, kind, occurred, synced in IntegrationSync.objects.filter(
+        content_type=order_ct, integration__kind=IntegrationKind.BITRIX24
+    ).values_list("object_id", "event_type", "occurred_at", "synced_at"):
+        if kind == EventType.STATUS_CHANGED:
+            changes[int(object_id)].append((occurred.timestamp(), synced.timestamp() if synced else None))
+        if synced:
+            writes[int(object_id)].append(synced.timestamp())
+    order_of_deal = {int(d["ID"]): int(d["ORIGIN_ID"]) for d in sandbox.deals.values() if d.get("ORIGIN_ID")}
+    failed_posts = [
+        (d["ts"], order_of_deal.get(d["id"]))
+        for d in sandbox.events_sent
+        if not (d["status"] and 200 <= d["status"] < 300)
+    ]
     live = set(Order.objects.values_list("pk", flat=True))
-    lags, superseded, missed = [], 0, []
-    unposted = [(t, pk, status) for t, pk, status, posted in traffic.stage_changes if not posted]
+    lags, superseded, overwritten, missed = [], 0, 0, []
+    unposted = [
+        (t, pk, status)
+        for t, pk, status, posted in traffic.stage_changes
+        if not posted or any(p == pk and t <= ts <= t + 5 for ts, p in failed_posts)
+    ]
     for t, pk, status in unposted:
         applied = [at - t for at, _ in caught.get(pk, []) if at >= t]
         if applied:
             lags.append(min(applied))
         elif pk not in live or any(o >= t or s is None or s >= t for o, s in changes.get(pk, [])):
             superseded += 1  # deleted, or a status change here (newer, or still on its way to the portal) wins
+        elif any(w >= t for w in writes.get(pk, [])):
+            # An update of the order (amount, title) sent before catch-up read the deal: every deal update carries
+            # the order's STAGE_ID, so the change made in Bitrix24 was replaced (the delivery engine's rule, not
+            # catch-up's; the deal and the order agree, checked above). Reported, not a breach.
+            overwritten += 1
         else:
             missed.append((pk, status))
     bound = CATCHUP_EVERY + CATCHUP_RUN_SLACK
@@ -578,8 +598,9 @@ def catchup_checks(traffic: "Traffic", sandbox, burst_window: list[float]) -> tu
         breaches.append(f"{len(limited)} catch-up calls were answered 503 outside the injected rate-limit burst")
     state = CatchupState.objects.first()
     rows = [
-        f"| catch-up: changes without an event post / applied by catch-up / superseded here / missed | "
-        f"{len(unposted)} / {len(lags)} / {superseded} / {len(missed)} |",
+        f"| catch-up: changes without an event post (stretch + failed posts) / applied by catch-up / superseded here / "
+        f"replaced by a later deal update of ours / missed | {len(unposted)} ({len(failed_posts)} posts failed) / "
+        f"{len(lags)} / {superseded} / {overwritten} / {len(missed)} |",
         f"| catch-up: lag of those changes, max / bound | {max(lags, default=0):.1f} s / {bound:.0f} s |",
         f"| catch-up: portal calls / answered 503 (outside the injected burst) / last outcome | {len(calls)} / "
         f"{sum(1 for r in calls if r['status'] == 503)} ({len(limited)}) / {state.last_outcome if state else '-'} |",
@@ -931,8 +952,8 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
         breaches.append(f"inbound calls left unprocessed: {list(stuck.values_list('id', 'status', 'error')[:5])}")
     posts = sandbox.events_sent
     bad_posts = sum(1 for d in posts if not (d["status"] and 200 <= d["status"] < 300))
-    if bad_posts or not posts:
-        breaches.append(f"portal event posts: {len(posts)}, not answered 2xx: {bad_posts}")
+    if not posts:  # a post our web could not take (e.g. its database cut off) is caught up: catchup_checks
+        breaches.append("the portal posted no event")
     if not traffic.counts["stage changes in Bitrix24"]:
         breaches.append("no stage change was made in Bitrix24 during the traffic")
     tokens = {f"sync:{t}" for t in SyncAttempt.objects.exclude(claim_token=None).values_list("claim_token", flat=True)}
