@@ -330,3 +330,13 @@ def test_status_api_and_dashboard_show_cursor_lag_last_run_and_calls(sandbox, po
     page.force_login(user)
     html = page.get("/admin/integrations/dashboard/").content.decode()
     assert "catch-up of lost deal events: lag" in html and "complete, 1 call, 0 applied" in html
+
+
+def test_sync_status_says_the_catch_up_lag_and_last_run(sandbox, portal):
+    out = io.StringIO()
+    call_command("sync_status", stdout=out)
+    assert "bitrix: catch-up not run yet" in out.getvalue()
+    catchup_run(integration=portal)
+    out = io.StringIO()
+    call_command("sync_status", stdout=out)
+    assert "bitrix: catch-up lag" in out.getvalue() and "complete (1 calls, 1 in all)" in out.getvalue()
