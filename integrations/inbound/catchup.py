@@ -33,7 +33,7 @@ from orders.models import Order
 log = logging.getLogger("integrations.inbound")
 FIRST_LOOKBACK = timedelta(hours=1)  # a portal's first run starts here (`bitrix_catchup --since` reaches further)
 SPARE_FRACTION = 0.5  # a page is read only while the shared bucket holds at least this share of its burst
-PAGE_TRIES = 3
+PAGE_TRIES = 3  # a page met by a 5xx or a dropped connection is asked again at once, up to this many times
 SELECT = ["ID", "STAGE_ID", "DATE_MODIFY", "ORIGINATOR_ID"]
 ORDER = {"DATE_MODIFY": "ASC", "ID": "ASC"}
 _LOCK_CLASS = 0x0CA7C0  # pg advisory lock namespace: one run per integration at a time, no row lock held over HTTP
