@@ -25,6 +25,7 @@ BEAT_SCHEDULE = {
     "cleanup_sync_history": {"task": "integrations.tasks.cleanup_sync_history", "every_seconds": 24 * 3600},
     "reconcile_bitrix": {"task": "integrations.tasks.reconcile_bitrix", "every_seconds": 3600},
     "requeue_stale_inbound": {"task": "integrations.tasks.requeue_stale_inbound", "every_seconds": 60},
+    "bitrix_catchup": {"task": "integrations.tasks.bitrix_catchup", "every_seconds": 300},
     "heartbeat_beat": {"task": "integrations.tasks.beat_heartbeat", "every_seconds": 30},
 }
 

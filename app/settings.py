@@ -222,6 +222,9 @@ BITRIX_STAGE_MAP = env.dict(
         "cancelled": "LOSE",
     },
 )
+# Catch-up (docs/bitrix24.md, "Catch-up"): how far back each run re-reads, and at most how many list pages per run.
+BITRIX_CATCHUP_OVERLAP_SECONDS = env.int("BITRIX_CATCHUP_OVERLAP_SECONDS", default=120)
+BITRIX_CATCHUP_MAX_PAGES = env.int("BITRIX_CATCHUP_MAX_PAGES", default=20)
 N8N_ENABLED = env.bool("N8N_ENABLED", default=False)
 N8N_WEBHOOK_URL = env.str("N8N_WEBHOOK_URL", default="")
 N8N_WEBHOOK_SECRET = env.str("N8N_WEBHOOK_SECRET", default="")

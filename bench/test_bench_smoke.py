@@ -51,6 +51,8 @@ def test_smoke_suite_produces_every_metric(tmp_path):
         "retention longest batch",
         "new-sync dispatch latency",
         "inbound webhook",
+        "catch-up calls/hour",
+        "catch-up lag under load",
     ]
     for name in expected:
         assert any(r["metric"].startswith(name) for r in results), (name, list(metrics))

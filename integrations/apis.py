@@ -48,6 +48,21 @@ class RateLimitSerializer(serializers.Serializer):
     error = serializers.CharField(required=False)
 
 
+class CatchupSerializer(serializers.Serializer):
+    cursor = serializers.DateTimeField(
+        allow_null=True, help_text="Deal changes up to this DATE_MODIFY were read and applied."
+    )
+    lag_seconds = serializers.FloatField(allow_null=True, help_text="Now minus the cursor.")
+    last_run_at = serializers.DateTimeField(allow_null=True)
+    last_complete_at = serializers.DateTimeField(allow_null=True, help_text="Last run that read every page.")
+    last_outcome = serializers.CharField(help_text="complete, more, no spare capacity, busy or failed: <reason>.")
+    last_calls = serializers.IntegerField(required=False, help_text="Portal calls of the last run.")
+    last_read = serializers.IntegerField(required=False)
+    last_applied = serializers.IntegerField(required=False)
+    calls_total = serializers.IntegerField(required=False)
+    applied_total = serializers.IntegerField(required=False)
+
+
 class IntegrationStatusSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
@@ -65,6 +80,7 @@ class IntegrationStatusSerializer(serializers.Serializer):
     last_success_at = serializers.DateTimeField(allow_null=True)
     last_failure_at = serializers.DateTimeField(allow_null=True)
     rate_limit = RateLimitSerializer(allow_null=True, help_text="Shared Bitrix24 token bucket; null for n8n.")
+    catchup = CatchupSerializer(allow_null=True, help_text="Bitrix24 catch-up of lost deal events; null for n8n.")
 
 
 class WorkerSerializer(serializers.Serializer):

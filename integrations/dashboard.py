@@ -165,6 +165,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         item["oldest_pending_age"] = format_age(item["oldest_pending_age_seconds"])
         item["status_counts"] = [(label, item["counts"].get(value, 0)) for value, label in SyncStatus.choices]
         item["chart"] = chart_bars(activity.get(item["id"], []))
+        if item.get("catchup"):
+            item["catchup"]["lag"] = format_age(item["catchup"]["lag_seconds"])
         integrations.append(item)
 
     status = system_status(now=now, integrations=integrations)

@@ -258,6 +258,26 @@ class InboundWebhook(models.Model):
         return f"{self.event or 'call'} {self.remote_object} [{self.status}]"
 
 
+class CatchupState(models.Model):
+    """Bitrix24 catch-up (integrations/inbound/catchup.py): deal changes read and applied up to `cursor`."""
+
+    integration = models.OneToOneField(Integration, on_delete=models.CASCADE, related_name="catchup")
+    cursor = models.DateTimeField(
+        null=True, blank=True, help_text="DATE_MODIFY (portal clock) up to which every change was read and applied."
+    )
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_complete_at = models.DateTimeField(null=True, blank=True, help_text="Last run that read every page.")
+    last_outcome = models.CharField(max_length=255, blank=True, default="")
+    last_calls = models.PositiveIntegerField(default=0)
+    last_read = models.PositiveIntegerField(default=0)
+    last_applied = models.PositiveIntegerField(default=0)
+    calls_total = models.PositiveBigIntegerField(default=0)
+    applied_total = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"catch-up of {self.integration_id} at {self.cursor}"
+
+
 class Heartbeat(models.Model):
     """Last-seen time of each worker and each periodic task (liveness for the status API)."""
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from integrations.masking import mask_endpoint
 from integrations.models import (
     OPEN_STATUSES,
+    CatchupState,
     ExternalLink,
     InboundWebhook,
     Integration,
@@ -86,6 +87,7 @@ def integration_status_summary(*, now: datetime | None = None) -> list[dict]:
     """One dict per integration: masked endpoint, counts by status, oldest open row, last success/failure, bucket."""
     now = now or timezone.now()
     counts, oldest = sync_counts(), oldest_open_created_at()
+    catchups = {state.integration_id: state for state in CatchupState.objects.all()}
     summary = []
     for integration in Integration.objects.order_by("id"):
         by_status = {status: counts.get(integration.pk, {}).get(status, 0) for status in SyncStatus.values}
@@ -108,9 +110,30 @@ def integration_status_summary(*, now: datetime | None = None) -> list[dict]:
                 "last_success_at": integration.last_success_at,
                 "last_failure_at": integration.last_failure_at,
                 "rate_limit": bucket_state(integration),
+                "catchup": catchup_status(integration, catchups.get(integration.pk), now=now),
             }
         )
     return summary
+
+
+def catchup_status(integration: Integration, state: CatchupState | None, *, now: datetime) -> dict | None:
+    """Bitrix24 catch-up: cursor, lag (how far back a change may still be unapplied), last run, calls; None for n8n."""
+    if integration.kind != IntegrationKind.BITRIX24:
+        return None
+    if state is None:
+        return {"cursor": None, "lag_seconds": None, "last_run_at": None, "last_complete_at": None, "last_outcome": ""}
+    return {
+        "cursor": state.cursor,
+        "lag_seconds": round((now - state.cursor).total_seconds(), 1) if state.cursor else None,
+        "last_run_at": state.last_run_at,
+        "last_complete_at": state.last_complete_at,
+        "last_outcome": state.last_outcome,
+        "last_calls": state.last_calls,
+        "last_read": state.last_read,
+        "last_applied": state.last_applied,
+        "calls_total": state.calls_total,
+        "applied_total": state.applied_total,
+    }
 
 
 def bucket_state(integration: Integration) -> dict | None:

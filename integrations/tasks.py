@@ -52,6 +52,15 @@ def reconcile_bitrix() -> dict:
     return reconcile_all()
 
 
+@shared_task(name="integrations.tasks.bitrix_catchup", ignore_result=True)
+def bitrix_catchup() -> list[dict]:
+    """Deal changes whose event post never reached us, read back from the portal (integrations/inbound/catchup.py)."""
+    from integrations.inbound.catchup import catchup_all
+
+    beat_seen("bitrix_catchup")
+    return catchup_all()
+
+
 @shared_task(name="integrations.tasks.process_inbound", ignore_result=True)
 def process_inbound(inbound_id: int) -> str:
     from integrations.inbound.processing import inbound_process

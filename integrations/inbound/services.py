@@ -224,6 +224,22 @@ def _release_expired_claims(now) -> list[int]:
     return [row.pk for row in expired]
 
 
+def inbound_record_pulled(*, event: str, remote_object: str, body: str, status: str, result: dict, error: str = ""):
+    """A change read from the portal rather than posted by it (catch-up), stored already decided, with the calls."""
+    return InboundWebhook.objects.create(
+        method="GET",
+        path="crm.deal.list",
+        authenticated=True,
+        event=event,
+        remote_object=remote_object,
+        body=capped(body, 500)[0],
+        status=status,
+        error=error,
+        result=result,
+        processed_at=timezone.now(),
+    )
+
+
 def inbound_finish(*, row: InboundWebhook, status: str, result: dict, error: str = "") -> InboundWebhook:
     row.status, row.result, row.error, row.processed_at = status, result, error, timezone.now()
     row.save(update_fields=["status", "result", "error", "processed_at"])

@@ -57,6 +57,13 @@ class Command(BaseCommand):
             if bucket:
                 text = bucket.get("error") or f"{bucket['tokens']:g}/{bucket['burst']} tokens, {bucket['rate']:g}/s"
                 notes.append(f"  {i['name']}: rate-limit bucket {text}")
+            catchup = i.get("catchup")
+            if catchup and catchup["last_run_at"]:
+                lag, last = age(catchup["lag_seconds"]), cell(catchup["last_run_at"])
+                calls = f"{catchup['last_calls']} calls, {catchup['calls_total']} in all"
+                notes.append(f"  {i['name']}: catch-up lag {lag}, last run {last} {catchup['last_outcome']} ({calls})")
+            elif catchup:
+                notes.append(f"  {i['name']}: catch-up not run yet (beat task bitrix_catchup)")
         return "Integrations\n" + table(headers, rows) + "\n" + "\n".join(notes)
 
     def _workers(self, workers: list[dict]) -> str:

@@ -43,6 +43,8 @@ class BitrixSandbox:
         self.code = code or secrets.token_hex(8)
         self.enforce_rate_limit = enforce_rate_limit
         self.event_handler_url = event_handler_url
+        # While True, changes post no event at all (our web down, a handler removed): only catch-up can see them.
+        self.events_paused = False
         self.application_token = secrets.token_hex(16)
         self.member_id = secrets.token_hex(16)
         self.operation_reset_seconds = 5  # how far ahead operating_reset_at lies on an OPERATION_TIME_LIMIT fault
@@ -129,6 +131,11 @@ class BitrixSandbox:
         """Make the next n REST requests fail with kind (error_5xx, timeout, lost_response, operation_limit, slow)."""
         self.faults.fail_next(n, kind)
 
+    def pause_events(self, paused: bool = True) -> None:
+        """Stop (or resume) posting events: changes made meanwhile are counted in stats["events_dropped"], never sent
+        later (Bitrix24 does not send a failed post again)."""
+        self.events_paused = paused
+
     @property
     def requests(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -170,6 +177,7 @@ class BitrixSandbox:
         self.registry.clear()
         self.faults.clear()
         self.bucket.reset()
+        self.events_paused = False
         with self._lock:
             self._log.clear()
             self.stats.clear()
@@ -269,6 +277,9 @@ class BitrixSandbox:
                 if forced:
                     self.fail_next(int(forced["n"]), str(forced["kind"]))
                 return json_reply(200, self.faults.settings())
+            if verb == "POST" and path == "/sandbox/events":
+                self.pause_events(bool(json.loads(body or b"{}").get("paused")))
+                return json_reply(200, {"paused": self.events_paused})
             if verb == "POST" and path == "/sandbox/reset":
                 self.reset()
                 return json_reply(200, {"ok": True})
@@ -277,6 +288,9 @@ class BitrixSandbox:
         return json_reply(404, {"error": "unknown sandbox endpoint"})
 
     def _on_change(self, event: str, record_id: int) -> None:
+        if self.events_paused:
+            self._bump("events_dropped")
+            return
         targets = self.registry.targets(event)
         default = self.event_handler_url
         if default and event in DEFAULT_HANDLER_IDS and default not in {url for url, _ in targets}:

@@ -7,8 +7,9 @@ view) and the n8n receivers in this process. Traffic goes through the DRF API (s
 write their orders and profiles and sometimes cancel one, staff walk order statuses and delete) with stage changes
 made "in Bitrix24" interleaved, while faults are injected: SIGKILL of a worker mid-delivery, SIGTERM of the other
 (deploy), pg_terminate_backend, broker unreachable at commit, a restart of Redis (killed, back empty a second
-later). Security probes run along. Then faults stop, the system drains, reconcile runs once, and every invariant is
-checked. docs/reliability.md explains it; FAULTS_REPORT=<path> writes the table there too.
+later), and a stretch in which the portal posts no events while stage changes are made there (only catch-up can
+see them). Security probes run along. Then faults stop, the system drains, reconcile runs once, and every invariant
+is checked. docs/reliability.md explains it; FAULTS_REPORT=<path> writes the table there too.
 """
 
 import os
@@ -55,6 +56,9 @@ TRAFFIC_SECONDS = 40.0 * SCALE  # spread the writes so that faults land while de
 DRAIN_SECONDS = 75.0 * SCALE
 STAGES = django_settings.BITRIX_STAGE_MAP
 NEXT_STATUS = {"new": "confirmed", "confirmed": "in_progress", "in_progress": "done"}
+CATCHUP_EVERY = 3  # seconds between catch-up runs here (5 min in production), and its overlap scaled down alike
+CATCHUP_OVERLAP = 10
+CATCHUP_RUN_SLACK = 20.0  # + one period: the run itself and its wait in the busy worker queue (not scaled down)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(300 * SCALE))]
 
@@ -131,6 +135,8 @@ def start_beat(env: dict, log_dir: Path) -> Proc:
     install_beat_schedule()
     every_second, _ = IntervalSchedule.objects.get_or_create(every=1, period="seconds")
     PeriodicTask.objects.filter(name="sweep_due_syncs").update(interval=every_second)
+    catchup_every, _ = IntervalSchedule.objects.get_or_create(every=CATCHUP_EVERY, period="seconds")
+    PeriodicTask.objects.filter(name="bitrix_catchup").update(interval=catchup_every)
     args = ["celery", "-A", "app", "beat", "--loglevel=INFO", "-s", str(log_dir / "beat-schedule")]
     return Proc("beat", args, env, log_dir)
 
@@ -154,6 +160,7 @@ def child_env(db_name: str, application_token: str) -> dict:
         ALLOWED_HOSTS="127.0.0.1,localhost",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
+        BITRIX_CATCHUP_OVERLAP_SECONDS=str(CATCHUP_OVERLAP),
     )
     env["BITRIX_APPLICATION_TOKEN"] = application_token  # the sandbox portal's, as a real app install would set
     return env
@@ -215,6 +222,8 @@ class Traffic:
         self.order_owner: dict[int, int] = {}
         self.counts: Counter[str] = Counter()
         self.email_version = 0
+        # (time.time(), order pk, status it means, posted an event?) of every stage change made in Bitrix24
+        self.stage_changes: list[tuple[float, int, str, bool]] = []
 
     def create_user(self) -> None:
         from rest_framework.authtoken.models import Token
@@ -286,8 +295,10 @@ class Traffic:
         status = {stage: name for name, stage in STAGES.items()}.get(str(deal.get("STAGE_ID")))
         nxt = NEXT_STATUS.get(status or "")
         if nxt:
+            posted = not self.sandbox.events_paused
             self.sandbox.store.update("deal", int(deal["ID"]), {"STAGE_ID": STAGES[nxt]})
-            self.counts["stage changes in Bitrix24"] += 1
+            self.stage_changes.append((time.time(), int(deal["ORIGIN_ID"]), nxt, posted))
+            self.counts["stage changes in Bitrix24" + ("" if posted else " without an event post")] += 1
 
     def _count(self, what: str, response) -> None:
         self.counts[what if response.status_code < 300 else f"{what} refused ({response.status_code})"] += 1
@@ -516,6 +527,87 @@ def drain(sandbox, started: float) -> None:
         time.sleep(1.0)
 
 
+def catchup_checks(traffic: "Traffic", sandbox, burst_window: list[float]) -> tuple[list[str], list[str]]:
+    """Every stage change made in Bitrix24 whose event was not posted (the stretch without posts, or a post our web
+    could not take: e.g. during pg_terminate_backend) reaches its order through catch-up within one period, unless a
+    change here superseded it; no stage catch-up applied is one we wrote; no catch-up call met a 503 outside the
+    injected rate-limit burst. Returns (breaches, report rows)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from integrations.models import CatchupState, EventType, InboundStatus, InboundWebhook
+    from orders.models import Order
+
+    breaches: list[str] = []
+    caught: dict[int, list[tuple[float, str]]] = defaultdict(list)  # order pk -> (when, status) catch-up applied
+    for at, result in InboundWebhook.objects.filter(event="CATCHUP", status=InboundStatus.PROCESSED).values_list(
+        "received_at", "result"
+    ):
+        caught[int(result["order_id"])].append((at.timestamp(), result["new"]))
+    portal_side = {(pk, status) for _, pk, status, _ in traffic.stage_changes}
+    echoed = [(pk, new) for pk, items in caught.items() for _, new in items if (pk, new) not in portal_side]
+    if echoed:
+        breaches.append(f"catch-up applied stages never set in Bitrix24 (our own writes echoed back): {echoed[:5]}")
+    changes = defaultdict(list)  # order pk -> (occurred_at, synced_at or None) of its status changes here
+    writes = defaultdict(list)  # order pk -> synced_at of its deal writes (every one sends the order's STAGE_ID)
+    order_ct = ContentType.objects.get_for_model(Order)
+    for object_id, kind, occurred, synced in IntegrationSync.objects.filter(
+        content_type=order_ct, integration__kind=IntegrationKind.BITRIX24
+    ).values_list("object_id", "event_type", "occurred_at", "synced_at"):
+        if kind == EventType.STATUS_CHANGED:
+            changes[int(object_id)].append((occurred.timestamp(), synced.timestamp() if synced else None))
+        if synced:
+            writes[int(object_id)].append(synced.timestamp())
+    order_of_deal = {int(d["ID"]): int(d["ORIGIN_ID"]) for d in sandbox.deals.values() if d.get("ORIGIN_ID")}
+    failed_posts = [
+        (d["ts"], order_of_deal.get(d["id"]))
+        for d in sandbox.events_sent
+        if not (d["status"] and 200 <= d["status"] < 300)
+    ]
+    live = set(Order.objects.values_list("pk", flat=True))
+    lags, superseded, overwritten, missed = [], 0, 0, []
+    unposted = [
+        (t, pk, status)
+        for t, pk, status, posted in traffic.stage_changes
+        if not posted or any(p == pk and t <= ts <= t + 5 for ts, p in failed_posts)
+    ]
+    for t, pk, status in unposted:
+        applied = [at - t for at, _ in caught.get(pk, []) if at >= t]
+        if applied:
+            lags.append(min(applied))
+        elif pk not in live or any(o >= t or s is None or s >= t for o, s in changes.get(pk, [])):
+            superseded += 1  # deleted, or a status change here (newer, or still on its way to the portal) wins
+        elif any(w >= t for w in writes.get(pk, [])):
+            # An update of the order (amount, title) sent before catch-up read the deal: every deal update carries
+            # the order's STAGE_ID, so the change made in Bitrix24 was replaced (the delivery engine's rule, not
+            # catch-up's; the deal and the order agree, checked above). Reported, not a breach.
+            overwritten += 1
+        else:
+            missed.append((pk, status))
+    bound = CATCHUP_EVERY + CATCHUP_RUN_SLACK
+    if not unposted or not lags:
+        breaches.append(f"no stage change made while events were off was applied by catch-up ({len(unposted)} made)")
+    if missed:
+        breaches.append(
+            f"{len(missed)} stage changes made while no event was posted never reached the order: {missed[:5]}"
+        )
+    if lags and max(lags) > bound:
+        breaches.append(f"catch-up took {max(lags):.1f} s to apply a change (bound {bound:.0f} s)")
+    calls = [r for r in sandbox.requests if (r.get("request_id") or "").startswith("catchup:")]
+    limited = [r for r in calls if r["status"] == 503 and not burst_window[0] <= r["ts"] <= burst_window[1]]
+    if limited:
+        breaches.append(f"{len(limited)} catch-up calls were answered 503 outside the injected rate-limit burst")
+    state = CatchupState.objects.first()
+    rows = [
+        f"| catch-up: changes without an event post (stretch + failed posts) / applied by catch-up / superseded here / "
+        f"replaced by a later deal update of ours / missed | {len(unposted)} ({len(failed_posts)} posts failed) / "
+        f"{len(lags)} / {superseded} / {overwritten} / {len(missed)} |",
+        f"| catch-up: lag of those changes, max / bound | {max(lags, default=0):.1f} s / {bound:.0f} s |",
+        f"| catch-up: portal calls / answered 503 (outside the injected burst) / last outcome | {len(calls)} / "
+        f"{sum(1 for r in calls if r['status'] == 503)} ({len(limited)}) / {state.last_outcome if state else '-'} |",
+    ]
+    return breaches, rows
+
+
 def admin_and_api_pages(api: Api, admin, staff_token: str, n8n, traffic) -> list[tuple[str, str]]:
     """(url, body) of the admin pages and staff API answers an operator looks at after such a run."""
     from integrations.models import InboundWebhook
@@ -554,6 +646,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
     db_name = connection.settings_dict["NAME"]
     rng = random.Random(SEED)
     injected: list[tuple[str, str, str]] = []  # (fault, how, observed right away)
+    burst_window = [0.0, 0.0]  # time.time() span of the injected portal rate-limit burst
 
     sandbox = BitrixSandbox(rate=50, burst=500, enforce_rate_limit=True, log_limit=10_000_000)
     sandbox.set_faults(error_5xx=0.20, timeout=0.05, lost_response=0.05, seed=SEED, timeout_seconds=2)
@@ -609,7 +702,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
             plan = {int(total_steps * f): action for f, action in (
                 (0.10, "n8n_503"), (0.20, "sigkill"), (0.33, "broker_down"), (0.47, "pg_terminate"),
                 (0.60, "redis_restart"), (0.73, "sigterm"), (0.90, "n8n_gone"),
-                (0.40, "rate_limit_on"), (0.44, "rate_limit_off"),
+                (0.40, "rate_limit_on"), (0.44, "rate_limit_off"), (0.52, "events_off"), (0.58, "events_on"),
                 (0.05, "probe"), (0.35, "probe"), (0.65, "probe"), (0.95, "probe"))}  # fmt: skip
             broker_down_left = 0
             pace = TRAFFIC_SECONDS / total_steps
@@ -655,12 +748,26 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
                 elif action == "rate_limit_on":
                     # A portal-side burst of 503 QUERY_LIMIT_EXCEEDED: its bucket shrinks below ours for a while.
                     limited_before = sandbox.stats.get("rate_limited", 0)
+                    burst_window = [time.time(), float("inf")]
                     sandbox.bucket = LeakyBucket(1, 2)
                 elif action == "rate_limit_off":
                     sandbox.bucket = LeakyBucket(50, 500)
+                    burst_window[1] = time.time() + 1.0  # requests sent just before, answered just after
                     injected.append(
                         ("Bitrix rate-limit burst", "portal bucket 1/s burst 2 for 4 % of the traffic",
                          f"{sandbox.stats.get('rate_limited', 0) - limited_before} × 503 QUERY_LIMIT_EXCEEDED")
+                    )  # fmt: skip
+                elif action == "events_off":
+                    # Our web unreachable for the portal (or its handler removed): it posts nothing, never resends.
+                    sandbox.pause_events()
+                    dropped_before = sandbox.stats.get("events_dropped", 0)
+                    for _ in range(8):  # sales managers keep moving deals meanwhile (more come with the traffic)
+                        traffic.change_stage_in_bitrix()
+                elif action == "events_on":
+                    sandbox.pause_events(False)
+                    injected.append(
+                        ("portal posts no events", "sandbox pause_events() for 6 % of the traffic",
+                         f"{sandbox.stats.get('events_dropped', 0) - dropped_before} event posts dropped")
                     )  # fmt: skip
                 elif action == "n8n_gone":
                     gone_receiver.respond_with(410)
@@ -845,8 +952,8 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
         breaches.append(f"inbound calls left unprocessed: {list(stuck.values_list('id', 'status', 'error')[:5])}")
     posts = sandbox.events_sent
     bad_posts = sum(1 for d in posts if not (d["status"] and 200 <= d["status"] < 300))
-    if bad_posts or not posts:
-        breaches.append(f"portal event posts: {len(posts)}, not answered 2xx: {bad_posts}")
+    if not posts:  # a post our web could not take (e.g. its database cut off) is caught up: catchup_checks
+        breaches.append("the portal posted no event")
     if not traffic.counts["stage changes in Bitrix24"]:
         breaches.append("no stage change was made in Bitrix24 during the traffic")
     tokens = {f"sync:{t}" for t in SyncAttempt.objects.exclude(claim_token=None).values_list("claim_token", flat=True)}
@@ -857,10 +964,12 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
         rid = request.get("request_id") or ""
         kind = rid.partition(":")[0] or "none"
         origins[kind] += 1
-        if not (rid in tokens or rid in inbound_ids or (kind == "reconcile" and reconciled)):
+        if not (rid in tokens or rid in inbound_ids or (kind == "reconcile" and reconciled) or kind == "catchup"):
             unmatched.append((request["method"], rid, request["status"], request["fault"]))
     if unmatched:
         breaches.append(f"{len(unmatched)} Bitrix requests match no SyncAttempt/inbound call, e.g. {unmatched[:5]}")
+    catchup_breaches, catchup_rows = catchup_checks(traffic, sandbox, burst_window)
+    breaches += catchup_breaches
 
     # ---- report ------------------------------------------------------------------------------------------------
     attempts = dict(SyncAttempt.objects.values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
@@ -900,6 +1009,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
         f"{', '.join(f'{k}: {v}' for k, v in sorted(origins.items()))} / {len(unmatched)} |",
         f"| log lines (web, beat, workers) scanned for secrets / leaks | {log_lines} / {len(leaked)} |",
         f"| admin pages + API answers scanned for secrets / leaks | {len(seen)} / {len(shown)} |",
+        *catchup_rows,
         f"| 410 endpoint: rows by status | {', '.join(f'{k}: {v}' for k, v in sorted(gone_by_status.items()))} |",
         *[f"| {k} | {v} |" for k, v in report.items()],
         f"| wall time | {time.monotonic() - started:.0f} s |",
