@@ -52,6 +52,23 @@ def reconcile_bitrix() -> dict:
     return reconcile_all()
 
 
+@shared_task(name="integrations.tasks.backfill_integration", ignore_result=True)
+def backfill_integration(integration_id: int) -> dict:
+    """Admin action of a big shop: check, adopt and queue in the worker (the rows are then delivered as usual)."""
+    from integrations.backfill import BackfillError, backfill_start
+    from integrations.models import Integration
+
+    integration = Integration.objects.filter(pk=integration_id).first()
+    if integration is None:
+        return {}
+    try:
+        run = backfill_start(integration=integration)
+    except BackfillError as exc:
+        log.warning("[WORKER] backfill integration=%s not started: %s", integration_id, exc)
+        return {}
+    return run.counts
+
+
 @shared_task(name="integrations.tasks.process_inbound", ignore_result=True)
 def process_inbound(inbound_id: int) -> str:
     from integrations.inbound.processing import inbound_process

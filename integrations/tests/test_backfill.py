@@ -82,9 +82,7 @@ def test_a_second_run_queues_nothing(bitrix_sandbox, portal, shop):
     assert summary_row(out, "portal", "order")[2:] == ["10", "10", "0", "0", "0", "10", "10", "0"]
 
 
-def test_existing_deals_are_adopted_by_origin_id_and_by_title_not_duplicated_and_reported(
-    bitrix_sandbox, portal, shop
-):
+def test_existing_deals_are_adopted_by_origin_id_and_by_title_not_duplicated_and_reported(bitrix_sandbox, portal, shop):
     users, orders = shop
     store, originator = bitrix_sandbox.store, settings.BITRIX_ORIGINATOR_ID
     by_origin = store.add("deal", {"TITLE": "imported", "ORIGINATOR_ID": originator, "ORIGIN_ID": str(orders[0].pk)})
@@ -213,3 +211,58 @@ def test_an_ordinary_event_body_has_no_backfill_key():
     plain = payloads.n8n_event(**common, occurred_at=timezone.now(), data={}, changes={})
     marked = payloads.n8n_event(**common, occurred_at=timezone.now(), data={}, changes={}, backfill=True)
     assert "backfill" not in plain and marked["backfill"] is True
+
+
+# -- the admin action -------------------------------------------------------------------------------------------
+
+CHANGELIST = "/admin/integrations/integration/"
+
+
+@pytest.fixture
+def admin_client(shop):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def run_action(client, integration):
+    response = client.post(
+        CHANGELIST, {"action": "backfill", "_selected_action": [integration.pk], "index": 0}, follow=True
+    )
+    assert response.status_code == 200
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_the_admin_action_queues_a_small_shop_in_the_request(bitrix_sandbox, portal, shop, admin_client):
+    users, orders = shop
+    [message] = run_action(admin_client, portal)
+    assert "15 customers and orders queued" in message and "--watch" in message
+    drain_all()
+    assert_one_each(bitrix_sandbox, portal, users, orders)
+
+
+def test_the_admin_action_hands_a_big_shop_to_a_worker(bitrix_sandbox, portal, shop, admin_client, monkeypatch):
+    from integrations import backfill_admin, tasks
+
+    sent = []
+    monkeypatch.setattr(backfill_admin, "INLINE_MAX", 3)
+    monkeypatch.setattr(tasks.backfill_integration, "apply_async", lambda args, retry: sent.append(args))
+    [message] = run_action(admin_client, portal)
+    assert sent == [[portal.pk]] and "runs in a worker" in message and "--watch" in message
+    assert not IntegrationSync.objects.exists()
+    tasks.backfill_integration(portal.pk)  # what the worker runs
+    drain_all()
+    assert_one_each(bitrix_sandbox, portal, *shop)
+
+
+def test_the_admin_action_refuses_a_portal_that_rejects_the_credentials(bitrix_sandbox, shop, admin_client):
+    integration = Integration.objects.create(
+        kind=IntegrationKind.BITRIX24,
+        name="portal",
+        endpoint=bitrix_sandbox.webhook_url.replace(bitrix_sandbox.code, "x"),
+    )
+    [message] = run_action(admin_client, integration)
+    assert "rejected the credentials" in message
+    assert not IntegrationSync.objects.exists()
