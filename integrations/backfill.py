@@ -21,12 +21,13 @@ from integrations import outbox
 from integrations.backfill_scan import BY_ORIGIN, BY_TITLE, PortalScan, scan_portal
 from integrations.errors import ConfigurationError
 from integrations.models import EventType, ExternalLink, Integration, IntegrationKind, IntegrationSync, SyncStatus
-from integrations.reconcile import ReconcileError, client_for
+from integrations.reconcile import ReconcileError, client_for, link_adopt
 from integrations.targets.bitrix_limits import RateLimitTimeout
 from integrations.unlinked import KINDS
 
 log = logging.getLogger("integrations.worker")
 CHUNK = 500
+TOKEN_TRIES = 6  # × the bucket's 10 s wait
 DONE_STATUSES = (SyncStatus.SYNCED, SyncStatus.FAILED, SyncStatus.DEAD, SyncStatus.SUPERSEDED, SyncStatus.SKIPPED)
 COUNT_KEYS = ("objects", "already", "adopted_origin", "adopted_title", "queued")
 
@@ -56,7 +57,7 @@ def backfill_check(*, integration: Integration) -> int:
     if integration.kind != IntegrationKind.BITRIX24:
         return 0
     try:
-        response = client_for(integration, purpose="backfill").call("profile")
+        response = _patiently(lambda: client_for(integration, purpose="backfill").call("profile"))
     except (ConfigurationError, RateLimitTimeout) as exc:
         raise BackfillError(f"{integration.name}: {exc}; nothing was queued") from exc
     if response.auth_failed:
@@ -84,7 +85,7 @@ def backfill_start(
     scan = PortalScan()
     if integration.kind == IntegrationKind.BITRIX24:
         try:
-            scan = scan_portal(client_for(integration, purpose="backfill"))
+            scan = _patiently(lambda: scan_portal(client_for(integration, purpose="backfill")))
         except (ReconcileError, RateLimitTimeout) as exc:
             raise BackfillError(f"{integration.name}: could not read the portal: {exc}; nothing was queued") from exc
         run.portal_calls += scan.calls
@@ -93,6 +94,17 @@ def backfill_start(
         run.counts[model._meta.model_name] = _queue_kind(run, model, scope, scan, chunk, on_chunk)
     log.info("[WORKER] backfill integration=%s %s", integration.pk, run.counts)
     return run
+
+
+def _patiently(read, tries: int = TOKEN_TRIES):
+    """A read that lost the race for the shared bucket's tokens to busy workers (RateLimitTimeout) is tried again:
+    a run again while the first run's rows are being delivered must not fail for that."""
+    for _ in range(tries - 1):
+        try:
+            return read()
+        except RateLimitTimeout:
+            continue
+    return read()
 
 
 def not_yet_sent(*, integration: Integration, model: type[Model], scope: Q) -> QuerySet:
@@ -112,20 +124,23 @@ def not_yet_sent(*, integration: Integration, model: type[Model], scope: Q) -> Q
 def _queue_kind(run: BackfillRun, model, scope: Q, scan: PortalScan, chunk: int, on_chunk) -> dict[str, int]:
     integration, name = run.integration, model._meta.model_name
     counts = dict.fromkeys(COUNT_KEYS, 0)
-    counts["objects"] = model.objects.filter(scope).count()
-    pending = not_yet_sent(integration=integration, model=model, scope=scope)
-    counts["already"] = counts["objects"] - pending.count()
+    objects = model.objects.filter(scope).order_by("pk")
+    counts["objects"] = objects.count()
     if not integration.wants(f"{name}.created"):
         return counts  # the event filter leaves this kind out: record() would write nothing
     content_type = ContentType.objects.get_for_model(model)
     last_pk = 0
-    while batch := list(pending.filter(pk__gt=last_pk)[:chunk]):
+    # Chunks by primary key, and what each chunk already has looked up by its ids (index look-ups): the cost of a
+    # chunk does not grow with the rows queued so far, whatever the planner's statistics say.
+    while batch := list(objects.filter(pk__gt=last_pk)[:chunk]):
         last_pk = batch[-1].pk
+        sent = _already_sent(integration, content_type, [str(obj.pk) for obj in batch])
+        counts["already"] += len(sent)
         # One transaction per chunk: the links adopted and the rows queued for it commit together or not at all.
         with override_settings(SYNC_WAKEUP_ENABLED=False), transaction.atomic():
-            for obj in batch:
+            for obj in (obj for obj in batch if str(obj.pk) not in sent):
                 found = scan.found.get((name, str(obj.pk)))
-                if found is not None and _adopt(run, content_type, name, obj, found):
+                if found is not None and _adopt(run, name, obj, found):
                     counts["adopted_origin" if found.by == BY_ORIGIN else "adopted_title"] += 1
                 counts["queued"] += bool(
                     outbox.record(obj, EventType.CREATED, integrations=[integration], backfill=True)
@@ -136,23 +151,24 @@ def _queue_kind(run: BackfillRun, model, scope: Q, scan: PortalScan, chunk: int,
     return counts
 
 
-def _adopt(run: BackfillRun, content_type: ContentType, name: str, obj, found) -> bool:
+def _already_sent(integration: Integration, content_type: ContentType, ids: list[str]) -> set[str]:
+    """Ids among these that have a link or a created row for the integration (a run skips them)."""
+    same = {"integration": integration, "content_type": content_type, "object_id__in": ids}
+    linked = ExternalLink.objects.filter(**same).values_list("object_id", flat=True)
+    created = IntegrationSync.objects.filter(**same, event_type=EventType.CREATED).values_list("object_id", flat=True)
+    return set(linked) | set(created)
+
+
+def _adopt(run: BackfillRun, name: str, obj, found) -> bool:
     """Link the object to the remote one it already has; a remote object linked to another of ours is left alone
     (the object gets its own, and the conflict is reported)."""
-    state = {"STAGE_ID": found.stage_id} if name == "order" and found.stage_id else {}
+    item = {"kind": name, "object_id": str(obj.pk), "remote_id": found.remote_id, "by": found.by}
     try:
-        with transaction.atomic():
-            ExternalLink.objects.create(
-                integration=run.integration,
-                content_type=content_type,
-                object_id=str(obj.pk),
-                remote_id=found.remote_id,
-                remote_state=state,
-            )
+        link_adopt(run.integration, str(obj.pk), found.remote_id, found.stage_id or None, model=name)
     except IntegrityError:
-        run.conflicts.append({"kind": name, "object_id": str(obj.pk), "remote_id": found.remote_id, "by": found.by})
+        run.conflicts.append(item)
         return False
-    run.adopted.append({"kind": name, "object_id": str(obj.pk), "remote_id": found.remote_id, "by": found.by})
+    run.adopted.append(item)
     log.info(
         "[WORKER] backfill integration=%s %s=%s adopted %s (%s)",
         run.integration.pk,
