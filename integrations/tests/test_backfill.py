@@ -162,6 +162,15 @@ def test_the_command_waits_and_shows_delivery_progress_with_rate(bitrix_sandbox,
     assert summary_row(out, "portal", "order")[-3:] == ["10", "10", "0"]  # backfill rows, delivered, failed
 
 
+def test_watch_queues_nothing_and_shows_what_was_delivered(bitrix_sandbox, portal, shop):
+    backfill("--no-wait")
+    drain_all()
+    rows = IntegrationSync.objects.count()
+    out, _ = backfill("--watch")
+    assert IntegrationSync.objects.count() == rows
+    assert summary_row(out, "portal", "order")[2:] == ["-", "-", "-", "-", "-", "10", "10", "0"]
+
+
 @pytest.mark.parametrize("case", ["unknown", "disabled", "rejected", "not bitrix"])
 def test_bad_input_is_refused_before_anything_is_queued(shop, bitrix_sandbox, redis_client, case, n8n_integration):
     endpoint = bitrix_sandbox.webhook_url
