@@ -122,7 +122,7 @@ def test_interrupted_in_the_second_chunk_and_run_again_gives_no_duplicate_and_no
         return real_record(*args, **kwargs)
 
     monkeypatch.setattr("integrations.backfill.outbox.record", record_then_ctrl_c)
-    with pytest.raises(Interrupted):
+    with pytest.raises(CommandError, match="run the command again"):
         backfill("--no-wait", "--chunk", "2")
     assert IntegrationSync.objects.filter(backfill=True).count() == 2  # the first chunk, committed
     drain_all()  # the workers deliver what was queued before the crash

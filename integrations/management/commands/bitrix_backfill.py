@@ -17,6 +17,7 @@ from integrations.backfill import (
 )
 from integrations.management.commands._tables import find_integration, table
 from integrations.models import Integration, IntegrationKind
+from integrations.unlinked import KINDS
 
 POLL_SECONDS = 1.0
 STALL_HINT_SECONDS = 60.0
@@ -69,13 +70,21 @@ class Command(BaseCommand):
 
     def _start(self, integration: Integration, chunk: int):
         self.stdout.write(f"{integration.name}: checking and queueing (chunks of {chunk}) …")
-        with tqdm(desc=f"queue {integration.name}", unit="obj", file=self.stderr._out, dynamic_ncols=True) as bar:
-            try:
-                return backfill_start(
-                    integration=integration, chunk=chunk, on_chunk=lambda name, n: bar.update(n), checked=True
-                )
-            except BackfillError as exc:
-                raise CommandError(str(exc)) from exc
+        total = sum(model.objects.filter(scope).count() for model, scope in KINDS)
+        bar = tqdm(total=total, desc=f"queue {integration.name}", unit="obj", file=self.stderr._out, dynamic_ncols=True)
+        try:
+            return backfill_start(
+                integration=integration, chunk=chunk, on_chunk=lambda name, n: bar.update(n), checked=True
+            )
+        except BackfillError as exc:
+            raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt as exc:
+            raise CommandError(
+                "interrupted while queueing: the chunks committed so far stay queued (and are being delivered), the "
+                "open one was rolled back; run the command again to go on"
+            ) from exc
+        finally:
+            bar.close()
 
     def _report_adopted(self, run) -> None:
         name = run.integration.name
