@@ -8,6 +8,7 @@ when asked): `created` snapshots marked "backfill": true. Delivery is the worker
 """
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ class BackfillRun:
     conflicts: list[dict] = field(default_factory=list)  # adoption refused: the remote object is linked elsewhere
     duplicates: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     portal_calls: int = 0
+    finished: bool = True  # False: stopped at `until` between two chunks; a run again goes on
 
 
 def backfill_check(*, integration: Integration) -> int:
@@ -74,12 +76,13 @@ def backfill_check(*, integration: Integration) -> int:
 def backfill_start(
     *,
     integration: Integration,
-    chunk: int = CHUNK,
+    chunk: int | None = None,
     on_chunk: Callable[[str, int], None] | None = None,
     checked: bool = False,
+    until: float | None = None,
 ) -> BackfillRun:
     """Check (unless the caller just did), adopt (Bitrix24) and queue; resumable. on_chunk(model name, objects
-    queued) after each commit."""
+    queued) after each commit; `until` (time.monotonic()) stops between two chunks (run.finished is then False)."""
     run = BackfillRun(integration=integration)
     run.portal_calls = 0 if checked else backfill_check(integration=integration)
     scan = PortalScan()
@@ -91,7 +94,9 @@ def backfill_start(
         run.portal_calls += scan.calls
         run.duplicates = scan.duplicates
     for model, scope in KINDS:  # customers first: deals need their contacts
-        run.counts[model._meta.model_name] = _queue_kind(run, model, scope, scan, chunk, on_chunk)
+        if not run.finished:
+            break
+        run.counts[model._meta.model_name] = _queue_kind(run, model, scope, scan, chunk or CHUNK, on_chunk, until)
     log.info("[WORKER] backfill integration=%s %s", integration.pk, run.counts)
     return run
 
@@ -121,7 +126,7 @@ def not_yet_sent(*, integration: Integration, model: type[Model], scope: Q) -> Q
     ).order_by("pk")
 
 
-def _queue_kind(run: BackfillRun, model, scope: Q, scan: PortalScan, chunk: int, on_chunk) -> dict[str, int]:
+def _queue_kind(run: BackfillRun, model, scope: Q, scan: PortalScan, chunk: int, on_chunk, until) -> dict[str, int]:
     integration, name = run.integration, model._meta.model_name
     counts = dict.fromkeys(COUNT_KEYS, 0)
     objects = model.objects.filter(scope).order_by("pk")
@@ -136,6 +141,10 @@ def _queue_kind(run: BackfillRun, model, scope: Q, scan: PortalScan, chunk: int,
         last_pk = batch[-1].pk
         sent = _already_sent(integration, content_type, [str(obj.pk) for obj in batch])
         counts["already"] += len(sent)
+        if len(sent) == len(batch):  # done by an earlier run: cheap, never a reason to stop at `until`
+            if on_chunk is not None:
+                on_chunk(name, len(batch))
+            continue
         # One transaction per chunk: the links adopted and the rows queued for it commit together or not at all.
         with override_settings(SYNC_WAKEUP_ENABLED=False), transaction.atomic():
             for obj in (obj for obj in batch if str(obj.pk) not in sent):
@@ -148,6 +157,9 @@ def _queue_kind(run: BackfillRun, model, scope: Q, scan: PortalScan, chunk: int,
         outbox.wake([integration.pk])
         if on_chunk is not None:
             on_chunk(name, len(batch))
+        if until is not None and time.monotonic() >= until:
+            run.finished = False
+            break
     return counts
 
 

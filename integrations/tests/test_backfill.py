@@ -275,3 +275,25 @@ def test_the_admin_action_refuses_a_portal_that_rejects_the_credentials(bitrix_s
     [message] = run_action(admin_client, integration)
     assert "rejected the credentials" in message
     assert not IntegrationSync.objects.exists()
+
+
+def test_the_worker_task_stops_within_its_time_limit_and_goes_on_in_a_new_task(
+    bitrix_sandbox, portal, shop, monkeypatch
+):
+    from integrations import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks, "BACKFILL_TASK_SECONDS", 0)  # stop after every chunk
+    monkeypatch.setattr("integrations.backfill.CHUNK", 4)
+    monkeypatch.setattr(tasks.backfill_integration, "apply_async", lambda args, retry: sent.append(args))
+    tasks.backfill_integration(portal.pk)
+    assert sent == [[portal.pk]] and IntegrationSync.objects.filter(backfill=True).count() == 4
+    for _ in range(10):  # what the worker does with each re-queued task
+        before = len(sent)
+        tasks.backfill_integration(portal.pk)
+        if len(sent) == before:
+            break
+    assert len(sent) == 5  # chunks of 4: users 4 + 1, orders 4 + 4 + 2; the 6th run found nothing left
+    drain_all()
+    assert_one_each(bitrix_sandbox, portal, *shop)
+    assert IntegrationSync.objects.filter(backfill=True).count() == 15
