@@ -7,6 +7,8 @@ from io import StringIO
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.db.models import Value
+from django.db.models.functions import Concat
 
 from integrations import outbox, payloads
 from integrations.models import EventType, ExternalLink, Integration, IntegrationKind, IntegrationSync
@@ -92,9 +94,13 @@ def test_existing_deals_are_adopted_by_origin_id_and_by_title_not_duplicated_and
     out, _ = backfill("--no-wait")
     drain_all()
     assert_one_each(bitrix_sandbox, portal, users, orders)
-    links = dict(ExternalLink.objects.filter(integration=portal).values_list("object_id", "remote_id"))
-    assert links[str(orders[0].pk)] == str(by_origin) and links[str(orders[1].pk)] == str(by_title)
-    assert links[str(users[0].pk)] == str(contact)
+    links = dict(
+        ExternalLink.objects.filter(integration=portal).values_list(
+            Concat("content_type__model", Value(":"), "object_id"), "remote_id"
+        )
+    )
+    assert links[f"order:{orders[0].pk}"] == str(by_origin) and links[f"order:{orders[1].pk}"] == str(by_title)
+    assert links[f"user:{users[0].pk}"] == str(contact)
     adopted = bitrix_sandbox.deals[by_title]
     assert adopted["ORIGIN_ID"] == str(orders[1].pk) and adopted["TITLE"] == f"Order #{orders[1].pk}"
     assert len(bitrix_sandbox.deals) == len(orders) + 1  # + the unknown old deal, untouched

@@ -40,6 +40,8 @@ class Command(BaseCommand):
         parser.add_argument("--chunk", type=int, default=CHUNK, help=f"objects per transaction (default {CHUNK})")
 
     def handle(self, *args, **options):
+        if options["chunk"] < 1:
+            raise CommandError(f"--chunk must be at least 1, got {options['chunk']}")
         integrations = self._integrations(options)
         if not options["watch"]:
             checks = {}
