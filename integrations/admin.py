@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
 from integrations import config, selectors, services
+from integrations.backfill_admin import backfill_from_admin
 from integrations.clients.n8n import generate_secret
 from integrations.dashboard import inbound_reason, next_attempt_shown
 from integrations.masking import mask_endpoint, mask_secret
@@ -73,7 +74,7 @@ class IntegrationAdmin(admin.ModelAdmin):
         "last_failure_at",
         "consecutive_failures",
     ]
-    actions = ["rotate_secret"]
+    actions = ["rotate_secret", "backfill"]
 
     @admin.display(description="endpoint")
     def masked_endpoint(self, obj):
@@ -107,6 +108,12 @@ class IntegrationAdmin(admin.ModelAdmin):
             integration.save()
             _remember_new_secret(request, integration)
         return self._new_secrets_page(request)
+
+    @admin.action(description="Backfill: send existing customers and orders (Bitrix24)", permissions=["change"])
+    def backfill(self, request, queryset):
+        for integration in queryset:
+            level, text = backfill_from_admin(integration=integration)
+            messages.add_message(request, level, text)
 
     def _new_secrets_page(self, request):
         """A new signing secret is shown once, in the answer to the request that made it: never in a message (the

@@ -123,6 +123,9 @@ class IntegrationSync(models.Model):
     superseded_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
+    # Written by bitrix_backfill (onboarding): a `created` event for an object that existed before the integration.
+    # n8n bodies carry it as "backfill": true; the command counts its progress by it.
+    backfill = models.BooleanField(default=False, db_default=False, editable=False)
     occurred_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     synced_at = models.DateTimeField(null=True, blank=True)

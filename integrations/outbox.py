@@ -80,11 +80,13 @@ def record(
     changes: dict | None = None,
     data: dict | None = None,
     integrations: list[Integration] | None = None,
+    backfill: bool = False,
 ) -> list[IntegrationSync]:
     """Write the event's rows (pending if enabled, skipped if disabled) and wake a worker on commit.
 
     `integrations` limits the event to those integrations (repairs of one target, e.g. reconcile, must not send an
     old object's create to an integration added since); by default every integration that wants the event gets it.
+    `backfill` marks the rows as onboarding of an object older than the integration (integrations/backfill.py).
 
     The rows are written by one statement (see _RECORD_SQL): round trips are the cost of every save. Rows of a
     created event that already existed are not returned: the event was recorded before, there is nothing to wake.
@@ -102,6 +104,7 @@ def record(
         changes=changes or {},
         next_attempt_at=now,
         occurred_at=now,
+        backfill=backfill,
     )
     sql, common = _statement(event_type == EventType.CREATED)
     params = {f.column: f.get_db_prep_save(f.pre_save(template, add=True), connection) for f in common}

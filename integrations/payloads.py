@@ -43,10 +43,11 @@ def n8n_event(
     occurred_at: datetime,
     data: dict,
     changes: dict,
+    backfill: bool = False,
 ) -> dict[str, Any]:
-    """The n8n event body of DESIGN §3."""
+    """The n8n event body of DESIGN §3; a backfilled `created` event (bitrix_backfill --n8n) adds "backfill": true."""
     oid: Any = int(object_id) if str(object_id).isdigit() else object_id
-    return {
+    body: dict[str, Any] = {
         "id": str(event_id),
         "type": f"{object_type}.{event_type}",
         "occurred_at": occurred_at.isoformat(),
@@ -55,6 +56,9 @@ def n8n_event(
         "data": data,
         "changes": changes,
     }
+    if backfill:
+        body["backfill"] = True
+    return body
 
 
 def bitrix_contact_fields(data: dict, *, originator: str, existing: dict | None = None) -> dict[str, Any]:

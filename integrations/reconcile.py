@@ -138,12 +138,16 @@ def find_duplicates(integration: Integration, order_id: int | str | None = None)
     return result
 
 
-def link_adopt(integration: Integration, order_id: str, remote_id: str, stage_id: str | None = None) -> ExternalLink:
-    """Write order → deal link if the order has none (get_or_create; a deal linked elsewhere raises IntegrityError)."""
+def link_adopt(
+    integration: Integration, order_id: str, remote_id: str, stage_id: str | None = None, *, model: str = "order"
+) -> ExternalLink:
+    """Write order → deal (model "user": customer → contact) link if the object has none (get_or_create; a remote
+    object linked elsewhere raises IntegrityError)."""
+    content_type = _order_ct() if model == "order" else ContentType.objects.get(app_label="users", model="user")
     with transaction.atomic():
         link, _ = ExternalLink.objects.get_or_create(
             integration=integration,
-            content_type=_order_ct(),
+            content_type=content_type,
             object_id=str(order_id),
             defaults={"remote_id": str(remote_id), "remote_state": {"STAGE_ID": stage_id} if stage_id else {}},
         )

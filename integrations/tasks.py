@@ -1,6 +1,7 @@
 """Celery tasks: they take ids, load, and call one service. Each is safe to run twice."""
 
 import logging
+import time
 
 from celery import shared_task
 from django.utils import timezone
@@ -59,6 +60,29 @@ def bitrix_catchup() -> list[dict]:
 
     beat_seen("bitrix_catchup")
     return catchup_all()
+
+
+BACKFILL_TASK_SECONDS = 150  # well inside CELERY_TASK_SOFT_TIME_LIMIT, portal reads included
+
+
+@shared_task(name="integrations.tasks.backfill_integration", ignore_result=True)
+def backfill_integration(integration_id: int) -> dict:
+    """Admin action of a big shop: check, adopt and queue in the worker (the rows are then delivered as usual)."""
+    from integrations.backfill import BackfillError, backfill_start
+    from integrations.models import Integration
+
+    integration = Integration.objects.filter(pk=integration_id).first()
+    if integration is None:
+        return {}
+    try:
+        run = backfill_start(integration=integration, until=time.monotonic() + BACKFILL_TASK_SECONDS)
+    except BackfillError as exc:
+        log.warning("[WORKER] backfill integration=%s not started: %s", integration_id, exc)
+        return {}
+    if not run.finished:  # within the task time limit; the next task goes on where this one stopped (resumable)
+        log.info("[WORKER] backfill integration=%s goes on in a new task: %s", integration_id, run.counts)
+        backfill_integration.apply_async(args=[integration_id], retry=False)
+    return run.counts
 
 
 @shared_task(name="integrations.tasks.process_inbound", ignore_result=True)

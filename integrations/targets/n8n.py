@@ -92,6 +92,7 @@ class N8nTarget:
             occurred_at=sync.occurred_at,
             data=item.data,
             changes=sync.changes,
+            backfill=sync.backfill,
         )
         raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
         result = self.client.post_event(
