@@ -91,8 +91,9 @@ def integrations_with_due_work() -> list[int]:
     now = timezone.now()
     due = IntegrationSync.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
     expired = IntegrationSync.objects.filter(status=SyncStatus.IN_PROGRESS, lease_expires_at__lt=now)
-    ids = set(due.values_list("integration_id", flat=True).distinct())
-    ids |= set(expired.values_list("integration_id", flat=True).distinct())
+    # order_by(): the model's ordering (-id) would otherwise join the DISTINCT and return one row per due sync.
+    ids = set(due.order_by().values_list("integration_id", flat=True).distinct())
+    ids |= set(expired.order_by().values_list("integration_id", flat=True).distinct())
     return sorted(ids)
 
 
