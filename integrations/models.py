@@ -166,6 +166,23 @@ class IntegrationSync(models.Model):
         return f"{self.object_type}.{self.event_type}"
 
 
+class SyncStatusTally(models.Model):
+    """Counts of finished IntegrationSync rows by integration and status, kept by database triggers (migration 0009).
+
+    Each status change appends a +1/-1 row (appending never waits on a lock); integrations_tally_compact() folds them
+    into one row per (integration, status). The sum over rows is the count, so /metrics never scans the history."""
+
+    integration_id = models.IntegerField()  # no foreign key: rows outlive a deleted integration until compacted
+    status = models.CharField(max_length=20)
+    n = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.integration_id} {self.status} {self.n:+d}"
+
+
 class AttemptOutcome(models.TextChoices):
     OK = "ok", "OK"
     RETRYABLE = "retryable", "Retryable"

@@ -4,12 +4,16 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from integrations import dispatcher
-from integrations.models import IntegrationSync, SyncStatus
+from integrations import dispatcher, selectors, tally
+from integrations.metrics import SyncCollector
+from integrations.models import OPEN_STATUSES, IntegrationSync, SyncStatus, SyncStatusTally
+from integrations.policy import Verdict
 from integrations.tests.factories import IntegrationFactory
+from integrations.tests.support import answer
 from orders.tests.factories import OrderFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,3 +33,53 @@ def test_due_work_sweep_selects_one_row_per_integration_not_per_sync():
         # DISTINCT over (integration_id, id) returns every due row: the model's ordering must not leak into it.
         assert '"id"' not in sql.split("FROM")[0].replace('"integration_id"', ""), sql
         assert "ORDER BY" not in sql, sql
+
+
+def grouped_counts() -> dict[int, dict[str, int]]:
+    counts: dict[int, dict[str, int]] = {}
+    for row in IntegrationSync.objects.order_by().values("integration_id", "status").annotate(n=Count("id")):
+        counts.setdefault(row["integration_id"], {})[row["status"]] = row["n"]
+    return counts
+
+
+def test_status_counts_follow_every_kind_of_change_without_a_history_scan(recording_target):
+    first, second = IntegrationFactory(), IntegrationFactory()
+    for _ in range(4):
+        OrderFactory()
+    assert selectors.sync_counts() == grouped_counts()
+    recording_target.script = [answer(Verdict.TERMINAL, 400), answer(Verdict.RETRYABLE, 503)]
+    dispatcher.drain()
+    assert selectors.sync_counts() == grouped_counts()
+    # Bulk changes the way operators and retention make them: finished → open, finished → finished, deletes.
+    IntegrationSync.objects.filter(status=SyncStatus.FAILED).update(status=SyncStatus.PENDING)
+    two = IntegrationSync.objects.filter(integration=first, status=SyncStatus.SYNCED).values_list("pk", flat=True)[:2]
+    IntegrationSync.objects.filter(pk__in=list(two)).update(status=SyncStatus.SUPERSEDED)
+    assert selectors.sync_counts() == grouped_counts()
+    tally.compact()
+    IntegrationSync.objects.filter(integration=second, status=SyncStatus.SYNCED).delete()
+    IntegrationSync.objects.create(
+        integration=second,
+        content_type_id=IntegrationSync.objects.first().content_type_id,
+        object_id="x",
+        event_type="updated",
+        sequence=99,
+        status=SyncStatus.SKIPPED,
+        occurred_at=timezone.now(),
+    )
+    assert selectors.sync_counts() == grouped_counts()
+    tally.compact()
+    assert selectors.sync_counts() == grouped_counts()
+    assert SyncStatusTally.objects.count() == sum(
+        1 for by_status in grouped_counts().values() for s in by_status if s not in OPEN_STATUSES
+    )
+    second.delete()
+    tally.compact()
+    assert set(SyncStatusTally.objects.values_list("integration_id", flat=True)) == {first.pk}
+
+    with CaptureQueriesContext(connection) as queries:
+        list(SyncCollector().collect())
+    history = [q["sql"] for q in queries.captured_queries if "integrations_integrationsync" in q["sql"]]
+    assert history
+    for sql in history:
+        # Only open rows (partial indexes) or the last hour (status, updated_at) are read; never all of history.
+        assert "WHERE" in sql.upper(), sql
