@@ -8,7 +8,7 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-METRICS = ["save", "broker", "bitrix", "n8n", "latency", "retention", "claim", "inbound", "scrape"]
+METRICS = ["save", "broker", "bitrix", "n8n", "latency", "retention", "claim", "inbound", "scrape", "backlog"]
 
 
 class Context:

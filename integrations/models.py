@@ -146,6 +146,14 @@ class IntegrationSync(models.Model):
                 fields=["next_attempt_at"], name="sync_due_idx", condition=Q(status__in=["pending", "retrying"])
             ),
             models.Index(fields=["lease_expires_at"], name="sync_lease_idx", condition=Q(status="in_progress")),
+            # The claim: open rows of one integration in id order, and the earlier open row of the same object (the
+            # head-of-line check) found without walking the object's finished history.
+            models.Index(fields=["integration", "id"], name="sync_claim_idx", condition=Q(status__in=OPEN_STATUSES)),
+            models.Index(
+                fields=["integration", "content_type", "object_id", "sequence"],
+                name="sync_open_object_idx",
+                condition=Q(status__in=OPEN_STATUSES),
+            ),
             models.Index(fields=["content_type", "object_id", "integration", "sequence"], name="sync_object_idx"),
             models.Index(fields=["status", "updated_at"], name="sync_status_updated_idx"),
             # For SET_NULL when retention deletes rows; only the few superseded rows are indexed.

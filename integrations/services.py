@@ -33,17 +33,20 @@ MAX_PAUSE_SECONDS = 3600
 
 # Head-of-line rows only: a row is claimable when no earlier row of the same object and integration is still open.
 # The due conditions sit on the locked table itself so that PostgreSQL re-checks them after waiting for a
-# concurrent claimer (READ COMMITTED re-evaluation); each OR branch matches one partial index.
+# concurrent claimer (READ COMMITTED re-evaluation). The open rows are read in id order through sync_claim_idx and
+# the earlier open row through sync_open_object_idx, so finished history is never walked; `now` is
+# statement_timestamp() (stable, one value for the statement), not the volatile clock_timestamp(). Rows waiting behind
+# an earlier open row of their object are still read and rejected one by one (docs/benchmarks.md, backlog).
 # A row whose lease expired is taken over only once one more worst-case call (`grace`) has passed: a request its
 # holder sent just before the end of the lease has then surely ended, so a lookup sees what it did.
 _CLAIM_SQL = """
 WITH picked AS (
     SELECT s.id, s.status AS old_status, s.claim_token AS old_token, s.updated_at AS old_claimed_at
     FROM integrations_integrationsync s
-    WHERE s.integration_id = %(integration)s
-      AND ((s.status IN ('pending', 'retrying') AND s.next_attempt_at <= clock_timestamp())
+    WHERE s.integration_id = %(integration)s AND s.status IN ('pending', 'in_progress', 'retrying')
+      AND ((s.status IN ('pending', 'retrying') AND s.next_attempt_at <= statement_timestamp())
            OR (s.status = 'in_progress'
-               AND s.lease_expires_at < clock_timestamp() - %(grace)s * interval '1 second'))
+               AND s.lease_expires_at < statement_timestamp() - %(grace)s * interval '1 second'))
       AND NOT EXISTS (
         SELECT 1 FROM integrations_integrationsync e
         WHERE e.content_type_id = s.content_type_id AND e.object_id = s.object_id

@@ -3,12 +3,12 @@
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from integrations import dispatcher, selectors, tally
+from integrations import dispatcher, selectors, services, tally
 from integrations.metrics import SyncCollector
 from integrations.models import OPEN_STATUSES, IntegrationSync, SyncStatus, SyncStatusTally
 from integrations.policy import Verdict
@@ -83,3 +83,19 @@ def test_status_counts_follow_every_kind_of_change_without_a_history_scan(record
     for sql in history:
         # Only open rows (partial indexes) or the last hour (status, updated_at) are read; never all of history.
         assert "WHERE" in sql.upper(), sql
+
+
+def test_claim_reads_only_open_rows_through_their_partial_indexes():
+    integration = IntegrationFactory()
+    OrderFactory()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        params = {"lease": 30, "grace": 0, "token": None, "integration": integration.pk, "limit": 50}
+        cursor.execute("EXPLAIN (COSTS OFF) " + services._CLAIM_SQL, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        transaction.set_rollback(True)
+    # Not the primary key in id order over the whole history, nor the object's whole history for the anti-join.
+    assert "sync_claim_idx" in plan, plan
+    assert "sync_open_object_idx" in plan, plan
+    assert "clock_timestamp" not in plan, plan  # volatile: never an index condition
