@@ -118,6 +118,9 @@ class IntegrationSync(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    # Set by a claim on a due row that an earlier open row of its object holds back, so later claims pass over it
+    # through sync_claim_idx; cleared when that object's lowest open row closes (trigger, migration 0011).
+    waiting = models.BooleanField(default=False, db_default=False, editable=False)
     last_error = models.TextField(blank=True, default="")
     remote_id = models.CharField(max_length=64, blank=True, default="")
     superseded_by = models.ForeignKey(
@@ -148,7 +151,16 @@ class IntegrationSync(models.Model):
             models.Index(fields=["lease_expires_at"], name="sync_lease_idx", condition=Q(status="in_progress")),
             # The claim: open rows of one integration in id order, and the earlier open row of the same object (the
             # head-of-line check) found without walking the object's finished history.
-            models.Index(fields=["integration", "id"], name="sync_claim_idx", condition=Q(status__in=OPEN_STATUSES)),
+            models.Index(
+                fields=["integration", "id"],
+                name="sync_claim_idx",
+                condition=Q(status__in=OPEN_STATUSES, waiting=False),
+            ),
+            models.Index(
+                fields=["integration", "content_type", "object_id", "sequence"],
+                name="sync_waiting_idx",
+                condition=Q(waiting=True),
+            ),
             models.Index(
                 fields=["integration", "content_type", "object_id", "sequence"],
                 name="sync_open_object_idx",

@@ -35,15 +35,15 @@ MAX_PAUSE_SECONDS = 3600
 # The due conditions sit on the locked table itself so that PostgreSQL re-checks them after waiting for a
 # concurrent claimer (READ COMMITTED re-evaluation). The open rows are read in id order through sync_claim_idx and
 # the earlier open row through sync_open_object_idx, so finished history is never walked; `now` is
-# statement_timestamp() (stable, one value for the statement), not the volatile clock_timestamp(). Rows waiting behind
-# an earlier open row of their object are still read and rejected one by one (docs/benchmarks.md, backlog).
+# statement_timestamp() (stable, one value for the statement), not the volatile clock_timestamp(). Rows held back by
+# an earlier open row of their object are marked `waiting` first (_MARK_WAITING_SQL) and then no longer read.
 # A row whose lease expired is taken over only once one more worst-case call (`grace`) has passed: a request its
 # holder sent just before the end of the lease has then surely ended, so a lookup sees what it did.
 _CLAIM_SQL = """
 WITH picked AS (
     SELECT s.id, s.status AS old_status, s.claim_token AS old_token, s.updated_at AS old_claimed_at
     FROM integrations_integrationsync s
-    WHERE s.integration_id = %(integration)s AND s.status IN ('pending', 'in_progress', 'retrying')
+    WHERE s.integration_id = %(integration)s AND s.status IN ('pending', 'in_progress', 'retrying') AND NOT s.waiting
       AND ((s.status IN ('pending', 'retrying') AND s.next_attempt_at <= statement_timestamp())
            OR (s.status = 'in_progress'
                AND s.lease_expires_at < statement_timestamp() - %(grace)s * interval '1 second'))
@@ -65,6 +65,36 @@ FROM picked
 WHERE u.id = picked.id
 RETURNING u.id, picked.old_status, picked.old_token, picked.old_claimed_at, u.attempts
 """
+# The first due rows in claim order (the claim's window); those with an open earlier row of their object are marked
+# `waiting`. The earlier row is share-locked (SKIP LOCKED: never a wait, so never a deadlock): it cannot close before
+# this commits, and its closing then clears the mark (trigger, migration 0011); a row being closed right now is
+# skipped, so nothing is marked on its account. Returns (rows in the window, rows marked).
+_MARK_WAITING_SQL = """
+WITH win AS MATERIALIZED (
+    SELECT s.id, s.content_type_id, s.object_id, s.sequence
+    FROM integrations_integrationsync s
+    WHERE s.integration_id = %(integration)s AND s.status IN ('pending', 'in_progress', 'retrying') AND NOT s.waiting
+      AND s.status IN ('pending', 'retrying') AND s.next_attempt_at <= statement_timestamp()
+    ORDER BY s.id
+    LIMIT %(window)s
+    FOR UPDATE OF s SKIP LOCKED
+), holders AS MATERIALIZED (
+    SELECT e.content_type_id, e.object_id, e.sequence
+    FROM integrations_integrationsync e JOIN win w
+      ON e.content_type_id = w.content_type_id AND e.object_id = w.object_id AND e.sequence < w.sequence
+    WHERE e.integration_id = %(integration)s AND e.status IN ('pending', 'in_progress', 'retrying')
+    FOR SHARE OF e SKIP LOCKED
+), marked AS (
+    UPDATE integrations_integrationsync u SET waiting = true
+    FROM win w
+    WHERE u.id = w.id AND EXISTS (
+        SELECT 1 FROM holders h
+        WHERE h.content_type_id = w.content_type_id AND h.object_id = w.object_id AND h.sequence < w.sequence)
+    RETURNING u.id
+)
+SELECT (SELECT count(*) FROM win), (SELECT count(*) FROM marked)
+"""
+MARK_WINDOW = 200
 LOST_ROUND = (
     "no outcome recorded: the worker holding the lease stopped (killed, crashed, hung); the request may have been sent"
 )
@@ -79,6 +109,7 @@ def sync_claim_due(
     call) gets the lost round written down as an `unknown` attempt first, so the history shows that a worker ran and
     never reported (and which claim token its requests carried)."""
     token = uuid.uuid4()
+    _mark_waiting(integration_id=integration.pk, wanted=limit)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
@@ -116,6 +147,45 @@ def sync_claim_due(
     if not coalesce:
         return [Claimed(sync=row, data=row.payload) for row in rows]
     return _with_followers(rows)
+
+
+def _mark_waiting(*, integration_id: int, wanted: int, max_rounds: int = 1000) -> int:
+    """Mark held-back rows at the front of the line until it starts with `wanted` claimable rows; returns rows marked.
+
+    Each round commits (share locks are short). A pile-up behind one object is marked once, a window at a time."""
+    total = 0
+    for _ in range(max_rounds):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_MARK_WAITING_SQL, {"integration": integration_id, "window": MARK_WINDOW})
+            seen, marked = cursor.fetchone()
+        total += marked
+        if not marked or seen < MARK_WINDOW or seen - marked >= wanted:
+            break
+    return total
+
+
+# Safety net for the one case the trigger cannot see: two transactions closing two open rows of one object at once
+# (each still sees the other's row open). Only the first waiting row of an object can have lost its blocker.
+_WAITING_REPAIR_SQL = """
+UPDATE integrations_integrationsync u SET waiting = false
+FROM (SELECT DISTINCT ON (integration_id, content_type_id, object_id)
+             id, integration_id, content_type_id, object_id, sequence
+      FROM integrations_integrationsync WHERE waiting
+      ORDER BY integration_id, content_type_id, object_id, sequence) AS head
+WHERE u.id = head.id AND u.waiting AND NOT EXISTS (
+    SELECT 1 FROM integrations_integrationsync e
+    WHERE e.integration_id = head.integration_id AND e.content_type_id = head.content_type_id
+      AND e.object_id = head.object_id AND e.sequence < head.sequence
+      AND e.status IN ('pending', 'in_progress', 'retrying'))
+RETURNING u.id
+"""
+
+
+def sync_waiting_repair() -> int:
+    """Clear `waiting` on rows no open earlier row holds back any more (the periodic sweep runs it)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_WAITING_REPAIR_SQL)
+        return len(cursor.fetchall())
 
 
 # Extends the lease of the round's rows that are still its own; rows taken over (another claim token) are not.

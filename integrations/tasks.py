@@ -5,7 +5,7 @@ import logging
 from celery import shared_task
 from django.utils import timezone
 
-from integrations import dispatcher, tally
+from integrations import dispatcher, services, tally
 from integrations.models import Heartbeat, IntegrationSync
 
 log = logging.getLogger("integrations.worker")
@@ -31,6 +31,7 @@ def sweep_due_syncs() -> list[int]:
     """Re-dispatch due rows and rows whose lease expired: a lost message or a killed worker only delays."""
     beat_seen("sweep_due_syncs")
     tally.compact()
+    services.sync_waiting_repair()
     ids = dispatcher.integrations_with_due_work()
     for integration_id in ids:
         dispatch_integration.delay(integration_id)

@@ -14,6 +14,8 @@ from integrations.models import OPEN_STATUSES, IntegrationSync, SyncStatus, Sync
 from integrations.policy import Verdict
 from integrations.tests.factories import IntegrationFactory
 from integrations.tests.support import answer
+from integrations.tests.test_engine import run_in_threads
+from orders import services as order_services
 from orders.tests.factories import OrderFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -99,3 +101,75 @@ def test_claim_reads_only_open_rows_through_their_partial_indexes():
     assert "sync_claim_idx" in plan, plan
     assert "sync_open_object_idx" in plan, plan
     assert "clock_timestamp" not in plan, plan  # volatile: never an index condition
+
+
+def object_rows(order, integration):
+    return IntegrationSync.objects.filter(
+        integration=integration, content_type__model="order", object_id=str(order.pk)
+    ).order_by("sequence")
+
+
+def test_rows_held_back_by_their_object_are_marked_once_and_released_one_at_a_time(recording_target):
+    integration = IntegrationFactory()
+    order = OrderFactory()
+    for i in range(5):
+        order_services.order_update(order=order, data={"title": f"t{i}"})
+    others = [OrderFactory() for _ in range(3)]
+
+    assert dispatcher.dispatch_once(integration.pk, limit=2) == 2  # user.created + order.created of the first order
+    rows = list(object_rows(order, integration).values_list("status", "waiting"))
+    # The created row went out; of the updates only the first is at the head now, the rest stay marked.
+    assert rows == [("synced", False), ("pending", False)] + [("pending", True)] * 4
+
+    dispatcher.drain()
+    assert not IntegrationSync.objects.filter(waiting=True).exists()
+    assert not IntegrationSync.objects.exclude(status=SyncStatus.SYNCED).exists()
+    updates = [c["data"]["title"] for c in recording_target.calls if c["event"] == "updated"]
+    assert updates == [f"t{i}" for i in range(5)]  # in order
+    assert len(recording_target.creates()) == 2 + 2 * len(others)
+
+
+def test_a_retried_row_comes_back_unmarked_and_a_lost_mark_is_repaired_by_the_sweep(recording_target):
+    integration = IntegrationFactory()
+    order = OrderFactory()
+    order_services.order_update(order=order, data={"title": "a"})
+    created, update = object_rows(order, integration)
+    IntegrationSync.objects.filter(pk=update.pk).update(waiting=True, status=SyncStatus.FAILED)
+    assert IntegrationSync.objects.get(pk=update.pk).waiting is False  # a closed row is never waiting
+
+    # A mark whose holder closed unseen (two closers at once): nothing would ever claim the row again but the sweep.
+    IntegrationSync.objects.filter(pk=update.pk).update(status=SyncStatus.PENDING)
+    IntegrationSync.objects.filter(pk=created.pk).update(status=SyncStatus.SYNCED)
+    IntegrationSync.objects.filter(pk=update.pk).update(waiting=True)
+    dispatcher.drain(integration_id=integration.pk)
+    assert IntegrationSync.objects.get(pk=update.pk).status == SyncStatus.PENDING
+    assert services.sync_waiting_repair() == 1
+    dispatcher.drain(integration_id=integration.pk)
+    assert IntegrationSync.objects.get(pk=update.pk).status == SyncStatus.SYNCED
+
+
+def test_concurrent_dispatchers_deliver_every_object_in_order_with_marks(recording_target):
+    integration = IntegrationFactory()
+    orders = [OrderFactory() for _ in range(6)]
+    for i in range(8):
+        for order in orders:
+            order_services.order_update(order=order, data={"title": f"{order.pk}-{i}"})
+    recording_target.script = [answer(Verdict.RETRYABLE, 503)] * 5  # some heads retry: blockers linger
+
+    def until_done():
+        for _ in range(400):
+            if not dispatcher.dispatch_once(integration.pk, limit=5):
+                if not IntegrationSync.objects.filter(status__in=OPEN_STATUSES).exists():
+                    return
+                IntegrationSync.objects.filter(status=SyncStatus.RETRYING).update(next_attempt_at=timezone.now())
+
+    run_in_threads(6, until_done)
+    assert not IntegrationSync.objects.exclude(status=SyncStatus.SYNCED).exists()
+    assert not IntegrationSync.objects.filter(waiting=True).exists()
+    for order in orders:
+        sent = [
+            c["data"]["title"]
+            for c in recording_target.calls
+            if c["event"] == "updated" and c["verdict"] == "ok" and c["data"]["title"].startswith(f"{order.pk}-")
+        ]
+        assert sent == [f"{order.pk}-{i}" for i in range(8)], sent
