@@ -65,10 +65,10 @@ FROM picked
 WHERE u.id = picked.id
 RETURNING u.id, picked.old_status, picked.old_token, picked.old_claimed_at, u.attempts
 """
-# The first due rows in claim order (the claim's window); those with an open earlier row of their object are marked
-# `waiting`. The earlier row is share-locked (SKIP LOCKED: never a wait, so never a deadlock): it cannot close before
-# this commits, and its closing then clears the mark (trigger, migration 0011); a row being closed right now is
-# skipped, so nothing is marked on its account. Returns (rows in the window, rows marked).
+# The first due rows in claim order (the claim's window); those behind the lowest open row of their object are
+# marked `waiting`. That row is share-locked (SKIP LOCKED: never a wait, so never a deadlock): it cannot close before
+# this commits, and its closing then clears the mark of the next row (trigger, migration 0011); a row being closed
+# right now is skipped, so nothing is marked on its account. Returns (rows in the window, rows marked).
 _MARK_WAITING_SQL = """
 WITH win AS MATERIALIZED (
     SELECT s.id, s.content_type_id, s.object_id, s.sequence
@@ -80,9 +80,14 @@ WITH win AS MATERIALIZED (
     FOR UPDATE OF s SKIP LOCKED
 ), holders AS MATERIALIZED (
     SELECT e.content_type_id, e.object_id, e.sequence
-    FROM integrations_integrationsync e JOIN win w
-      ON e.content_type_id = w.content_type_id AND e.object_id = w.object_id AND e.sequence < w.sequence
-    WHERE e.integration_id = %(integration)s AND e.status IN ('pending', 'in_progress', 'retrying')
+    FROM (SELECT DISTINCT content_type_id, object_id FROM win) AS o
+    CROSS JOIN LATERAL (
+        SELECT x.id FROM integrations_integrationsync x
+        WHERE x.integration_id = %(integration)s AND x.content_type_id = o.content_type_id
+          AND x.object_id = o.object_id AND x.status IN ('pending', 'in_progress', 'retrying')
+        ORDER BY x.sequence LIMIT 1) AS lowest
+    JOIN integrations_integrationsync e ON e.id = lowest.id
+    WHERE e.status IN ('pending', 'in_progress', 'retrying')
     FOR SHARE OF e SKIP LOCKED
 ), marked AS (
     UPDATE integrations_integrationsync u SET waiting = true
@@ -94,7 +99,6 @@ WITH win AS MATERIALIZED (
 )
 SELECT (SELECT count(*) FROM win), (SELECT count(*) FROM marked)
 """
-MARK_WINDOW = 200
 LOST_ROUND = (
     "no outcome recorded: the worker holding the lease stopped (killed, crashed, hung); the request may have been sent"
 )
@@ -156,10 +160,10 @@ def _mark_waiting(*, integration_id: int, wanted: int, max_rounds: int = 1000) -
     total = 0
     for _ in range(max_rounds):
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_MARK_WAITING_SQL, {"integration": integration_id, "window": MARK_WINDOW})
+            cursor.execute(_MARK_WAITING_SQL, {"integration": integration_id, "window": 2 * wanted})
             seen, marked = cursor.fetchone()
         total += marked
-        if not marked or seen < MARK_WINDOW or seen - marked >= wanted:
+        if not marked or seen < 2 * wanted or seen - marked >= wanted:
             break
     return total
 
