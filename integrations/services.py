@@ -113,8 +113,8 @@ def sync_claim_due(
     call) gets the lost round written down as an `unknown` attempt first, so the history shows that a worker ran and
     never reported (and which claim token its requests carried)."""
     token = uuid.uuid4()
-    _mark_waiting(integration_id=integration.pk, wanted=limit)
     with transaction.atomic():
+        _mark_waiting(integration_id=integration.pk, wanted=limit)
         with connection.cursor() as cursor:
             cursor.execute(
                 _CLAIM_SQL,
@@ -156,10 +156,11 @@ def sync_claim_due(
 def _mark_waiting(*, integration_id: int, wanted: int, max_rounds: int = 1000) -> int:
     """Mark held-back rows at the front of the line until it starts with `wanted` claimable rows; returns rows marked.
 
-    Each round commits (share locks are short). A pile-up behind one object is marked once, a window at a time."""
+    Runs in the claim's transaction (one commit per claim); a pile-up behind one object is marked once, a window at
+    a time, and its share locks are held until the claim commits."""
     total = 0
     for _ in range(max_rounds):
-        with transaction.atomic(), connection.cursor() as cursor:
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
             cursor.execute(_MARK_WAITING_SQL, {"integration": integration_id, "window": 2 * wanted})
             seen, marked = cursor.fetchone()
         total += marked
