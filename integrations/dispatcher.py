@@ -5,6 +5,7 @@ import time
 from dataclasses import replace
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from integrations import config, services
@@ -88,13 +89,13 @@ def masked_outcome(outcome: Outcome, secrets: tuple[str, ...]) -> Outcome:
 
 
 def integrations_with_due_work() -> list[int]:
+    """Ids of integrations with a due row or an expired lease: one EXISTS per integration (each stops at its first
+    such row), not a read of every due row."""
     now = timezone.now()
-    due = IntegrationSync.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
-    expired = IntegrationSync.objects.filter(status=SyncStatus.IN_PROGRESS, lease_expires_at__lt=now)
-    # order_by(): the model's ordering (-id) would otherwise join the DISTINCT and return one row per due sync.
-    ids = set(due.order_by().values_list("integration_id", flat=True).distinct())
-    ids |= set(expired.order_by().values_list("integration_id", flat=True).distinct())
-    return sorted(ids)
+    syncs = IntegrationSync.objects.filter(integration_id=OuterRef("pk")).order_by()
+    due = syncs.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now, waiting=False)  # waiting: not claimable
+    expired = syncs.filter(status=SyncStatus.IN_PROGRESS, lease_expires_at__lt=now)
+    return list(Integration.objects.filter(Exists(due) | Exists(expired)).order_by("pk").values_list("pk", flat=True))
 
 
 def drain(*, max_seconds: float = 60.0, integration_id: int | None = None, limit: int | None = None) -> int:
