@@ -203,6 +203,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Short tasks get a queue of their own so they never wait behind a backlog of deliveries (each drains up to 20 s):
+# heartbeats, the sweep (it only enqueues) and inbound calls. Every worker consumes both queues (`-Q celery,light`);
+# a worker for the light queue alone (`-Q light`) also keeps them running while all delivery slots are busy.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {
+    f"integrations.tasks.{name}": {"queue": "light"}
+    for name in ("beat_heartbeat", "sweep_due_syncs", "process_inbound", "requeue_stale_inbound")
+}
 
 # Integrations (DESIGN §6).
 BITRIX_ENABLED = env.bool("BITRIX_ENABLED", default=False)

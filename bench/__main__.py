@@ -8,7 +8,10 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-METRICS = ["save", "broker", "bitrix", "n8n", "latency", "retention", "claim", "inbound", "catchup", "backfill"]
+METRICS = [
+    *("save", "broker", "bitrix", "n8n", "latency", "retention", "claim", "inbound"),
+    *("catchup", "backfill", "scrape", "backlog"),
+]
 
 
 class Context:

@@ -65,6 +65,7 @@ def webhook_signals(on: bool) -> None:
 TABLES = [
     "integrations_syncattempt",
     "integrations_integrationsync",
+    "integrations_syncstatustally",
     "integrations_sequencecounter",
     "integrations_externallink",
     "integrations_inboundwebhook",

@@ -5,6 +5,7 @@ import time
 from dataclasses import replace
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from integrations import config, services
@@ -88,12 +89,18 @@ def masked_outcome(outcome: Outcome, secrets: tuple[str, ...]) -> Outcome:
 
 
 def integrations_with_due_work() -> list[int]:
+    """Ids of integrations with a due row or an expired lease: per integration, its first due row in id order (through
+    sync_claim_idx; a plain EXISTS was planned as a table scan through the finished history) or any expired lease."""
     now = timezone.now()
-    due = IntegrationSync.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
-    expired = IntegrationSync.objects.filter(status=SyncStatus.IN_PROGRESS, lease_expires_at__lt=now)
-    ids = set(due.values_list("integration_id", flat=True).distinct())
-    ids |= set(expired.values_list("integration_id", flat=True).distinct())
-    return sorted(ids)
+    syncs = IntegrationSync.objects.filter(integration_id=OuterRef("pk"))
+    due = syncs.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now, waiting=False)  # waiting: not claimable
+    expired = syncs.filter(status=SyncStatus.IN_PROGRESS, lease_expires_at__lt=now).order_by()
+    return list(
+        Integration.objects.annotate(first_due=Subquery(due.order_by("id").values("id")[:1]))
+        .filter(Q(first_due__isnull=False) | Exists(expired))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def drain(*, max_seconds: float = 60.0, integration_id: int | None = None, limit: int | None = None) -> int:

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from integrations import selectors
+from integrations import tally
 from integrations.models import Heartbeat, InboundWebhook, Integration, SyncAttempt
 
 log = logging.getLogger("integrations.metrics")
@@ -60,10 +60,11 @@ class SyncCollector:
             enabled.add_metric([integration.name, integration.kind], 1 if integration.enabled else 0)
         yield enabled
 
+        counts, firsts = tally.counts_and_oldest()
         syncs = GaugeMetricFamily(
             "integrations_syncs", "IntegrationSync rows by status.", labels=["integration", "kind", "status"]
         )
-        for integration_id, by_status in selectors.sync_counts().items():
+        for integration_id, by_status in counts.items():
             integration = integrations.get(integration_id)
             if integration is None:  # created after the integrations were read
                 continue
@@ -76,7 +77,6 @@ class SyncCollector:
             "Age of the oldest pending/in-progress/retrying row (0 when none).",
             labels=["integration"],
         )
-        firsts = selectors.oldest_open_created_at()
         for pk, label in name.items():
             first = firsts.get(pk)
             oldest.add_metric([label], (now - first).total_seconds() if first else 0.0)

@@ -118,6 +118,9 @@ class IntegrationSync(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    # Set by a claim on a due row that an earlier open row of its object holds back, so later claims pass over it
+    # through sync_claim_idx; cleared when that object's lowest open row closes (trigger, migration 0011).
+    waiting = models.BooleanField(default=False, db_default=False, editable=False)
     last_error = models.TextField(blank=True, default="")
     remote_id = models.CharField(max_length=64, blank=True, default="")
     superseded_by = models.ForeignKey(
@@ -149,6 +152,23 @@ class IntegrationSync(models.Model):
                 fields=["next_attempt_at"], name="sync_due_idx", condition=Q(status__in=["pending", "retrying"])
             ),
             models.Index(fields=["lease_expires_at"], name="sync_lease_idx", condition=Q(status="in_progress")),
+            # The claim: open rows of one integration in id order, and the earlier open row of the same object (the
+            # head-of-line check) found without walking the object's finished history.
+            models.Index(
+                fields=["integration", "id"],
+                name="sync_claim_idx",
+                condition=Q(status__in=OPEN_STATUSES, waiting=False),
+            ),
+            models.Index(
+                fields=["integration", "content_type", "object_id", "sequence"],
+                name="sync_waiting_idx",
+                condition=Q(waiting=True),
+            ),
+            models.Index(
+                fields=["integration", "content_type", "object_id", "sequence"],
+                name="sync_open_object_idx",
+                condition=Q(status__in=OPEN_STATUSES),
+            ),
             models.Index(fields=["content_type", "object_id", "integration", "sequence"], name="sync_object_idx"),
             models.Index(fields=["status", "updated_at"], name="sync_status_updated_idx"),
             # For SET_NULL when retention deletes rows; only the few superseded rows are indexed.
@@ -167,6 +187,23 @@ class IntegrationSync(models.Model):
     @property
     def event_name(self) -> str:
         return f"{self.object_type}.{self.event_type}"
+
+
+class SyncStatusTally(models.Model):
+    """Counts of finished IntegrationSync rows by integration and status, kept by database triggers (migration 0009).
+
+    Each status change appends a +1/-1 row (appending never waits on a lock); integrations_tally_compact() folds them
+    into one row per (integration, status). The sum over rows is the count, so /metrics never scans the history."""
+
+    integration_id = models.IntegerField()  # no foreign key: rows outlive a deleted integration until compacted
+    status = models.CharField(max_length=20)
+    n = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.integration_id} {self.status} {self.n:+d}"
 
 
 class AttemptOutcome(models.TextChoices):

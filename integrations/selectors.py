@@ -5,10 +5,11 @@ from datetime import datetime
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Min, Model, Prefetch, Q, QuerySet, TextField
+from django.db.models import Model, Prefetch, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from integrations import tally
 from integrations.masking import mask_endpoint
 from integrations.models import (
     OPEN_STATUSES,
@@ -65,28 +66,19 @@ def parse_object_ref(text: str) -> ObjectRef:
 
 
 def sync_counts() -> dict[int, dict[str, int]]:
-    """{integration id: {status: rows}} (statuses without rows are absent)."""
-    counts: dict[int, dict[str, int]] = {}
-    for row in IntegrationSync.objects.order_by().values("integration_id", "status").annotate(n=Count("id")):
-        counts.setdefault(row["integration_id"], {})[row["status"]] = row["n"]
-    return counts
+    """{integration id: {status: rows}} (statuses without rows are absent); never a scan of the history."""
+    return tally.counts_and_oldest()[0]
 
 
 def oldest_open_created_at() -> dict[int, datetime]:
     """{integration id: created_at of its oldest pending/in-progress/retrying row}."""
-    return dict(
-        IntegrationSync.objects.filter(status__in=OPEN_STATUSES)
-        .order_by()
-        .values("integration_id")
-        .annotate(first=Min("created_at"))
-        .values_list("integration_id", "first")
-    )
+    return tally.counts_and_oldest()[1]
 
 
 def integration_status_summary(*, now: datetime | None = None) -> list[dict]:
     """One dict per integration: masked endpoint, counts by status, oldest open row, last success/failure, bucket."""
     now = now or timezone.now()
-    counts, oldest = sync_counts(), oldest_open_created_at()
+    counts, oldest = tally.counts_and_oldest()
     catchups = {state.integration_id: state for state in CatchupState.objects.all()}
     summary = []
     for integration in Integration.objects.order_by("id"):

@@ -33,17 +33,20 @@ MAX_PAUSE_SECONDS = 3600
 
 # Head-of-line rows only: a row is claimable when no earlier row of the same object and integration is still open.
 # The due conditions sit on the locked table itself so that PostgreSQL re-checks them after waiting for a
-# concurrent claimer (READ COMMITTED re-evaluation); each OR branch matches one partial index.
+# concurrent claimer (READ COMMITTED re-evaluation). The open rows are read in id order through sync_claim_idx and
+# the earlier open row through sync_open_object_idx, so finished history is never walked; `now` is
+# statement_timestamp() (stable, one value for the statement), not the volatile clock_timestamp(). Rows held back by
+# an earlier open row of their object are marked `waiting` first (_MARK_WAITING_SQL) and then no longer read.
 # A row whose lease expired is taken over only once one more worst-case call (`grace`) has passed: a request its
 # holder sent just before the end of the lease has then surely ended, so a lookup sees what it did.
 _CLAIM_SQL = """
 WITH picked AS (
     SELECT s.id, s.status AS old_status, s.claim_token AS old_token, s.updated_at AS old_claimed_at
     FROM integrations_integrationsync s
-    WHERE s.integration_id = %(integration)s
-      AND ((s.status IN ('pending', 'retrying') AND s.next_attempt_at <= clock_timestamp())
+    WHERE s.integration_id = %(integration)s AND s.status IN ('pending', 'in_progress', 'retrying') AND NOT s.waiting
+      AND ((s.status IN ('pending', 'retrying') AND s.next_attempt_at <= statement_timestamp())
            OR (s.status = 'in_progress'
-               AND s.lease_expires_at < clock_timestamp() - %(grace)s * interval '1 second'))
+               AND s.lease_expires_at < statement_timestamp() - %(grace)s * interval '1 second'))
       AND NOT EXISTS (
         SELECT 1 FROM integrations_integrationsync e
         WHERE e.content_type_id = s.content_type_id AND e.object_id = s.object_id
@@ -62,6 +65,40 @@ FROM picked
 WHERE u.id = picked.id
 RETURNING u.id, picked.old_status, picked.old_token, picked.old_claimed_at, u.attempts
 """
+# The first due rows in claim order (the claim's window); those behind the lowest open row of their object are
+# marked `waiting`. That row is share-locked (SKIP LOCKED: never a wait, so never a deadlock): it cannot close before
+# this commits, and its closing then clears the mark of the next row (trigger, migration 0011); a row being closed
+# right now is skipped, so nothing is marked on its account. Returns (rows in the window, rows marked).
+_MARK_WAITING_SQL = """
+WITH win AS MATERIALIZED (
+    SELECT s.id, s.content_type_id, s.object_id, s.sequence
+    FROM integrations_integrationsync s
+    WHERE s.integration_id = %(integration)s AND s.status IN ('pending', 'in_progress', 'retrying') AND NOT s.waiting
+      AND s.status IN ('pending', 'retrying') AND s.next_attempt_at <= statement_timestamp()
+    ORDER BY s.id
+    LIMIT %(window)s
+    FOR UPDATE OF s SKIP LOCKED
+), holders AS MATERIALIZED (
+    SELECT e.content_type_id, e.object_id, e.sequence
+    FROM (SELECT DISTINCT content_type_id, object_id FROM win) AS o
+    CROSS JOIN LATERAL (
+        SELECT x.id FROM integrations_integrationsync x
+        WHERE x.integration_id = %(integration)s AND x.content_type_id = o.content_type_id
+          AND x.object_id = o.object_id AND x.status IN ('pending', 'in_progress', 'retrying')
+        ORDER BY x.sequence LIMIT 1) AS lowest
+    JOIN integrations_integrationsync e ON e.id = lowest.id
+    WHERE e.status IN ('pending', 'in_progress', 'retrying')
+    FOR SHARE OF e SKIP LOCKED
+), marked AS (
+    UPDATE integrations_integrationsync u SET waiting = true
+    FROM win w
+    WHERE u.id = w.id AND EXISTS (
+        SELECT 1 FROM holders h
+        WHERE h.content_type_id = w.content_type_id AND h.object_id = w.object_id AND h.sequence < w.sequence)
+    RETURNING u.id
+)
+SELECT (SELECT count(*) FROM win), (SELECT count(*) FROM marked)
+"""
 LOST_ROUND = (
     "no outcome recorded: the worker holding the lease stopped (killed, crashed, hung); the request may have been sent"
 )
@@ -77,6 +114,7 @@ def sync_claim_due(
     never reported (and which claim token its requests carried)."""
     token = uuid.uuid4()
     with transaction.atomic():
+        _mark_waiting(integration_id=integration.pk, wanted=limit)
         with connection.cursor() as cursor:
             cursor.execute(
                 _CLAIM_SQL,
@@ -113,6 +151,46 @@ def sync_claim_due(
     if not coalesce:
         return [Claimed(sync=row, data=row.payload) for row in rows]
     return _with_followers(rows)
+
+
+def _mark_waiting(*, integration_id: int, wanted: int, max_rounds: int = 1000) -> int:
+    """Mark held-back rows at the front of the line until it starts with `wanted` claimable rows; returns rows marked.
+
+    Runs in the claim's transaction (one commit per claim); a pile-up behind one object is marked once, a window at
+    a time, and its share locks are held until the claim commits."""
+    total = 0
+    for _ in range(max_rounds):
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+            cursor.execute(_MARK_WAITING_SQL, {"integration": integration_id, "window": 2 * wanted})
+            seen, marked = cursor.fetchone()
+        total += marked
+        if not marked or seen < 2 * wanted or seen - marked >= wanted:
+            break
+    return total
+
+
+# Safety net for the one case the trigger cannot see: two transactions closing two open rows of one object at once
+# (each still sees the other's row open). Only the first waiting row of an object can have lost its blocker.
+_WAITING_REPAIR_SQL = """
+UPDATE integrations_integrationsync u SET waiting = false
+FROM (SELECT DISTINCT ON (integration_id, content_type_id, object_id)
+             id, integration_id, content_type_id, object_id, sequence
+      FROM integrations_integrationsync WHERE waiting
+      ORDER BY integration_id, content_type_id, object_id, sequence) AS head
+WHERE u.id = head.id AND u.waiting AND NOT EXISTS (
+    SELECT 1 FROM integrations_integrationsync e
+    WHERE e.integration_id = head.integration_id AND e.content_type_id = head.content_type_id
+      AND e.object_id = head.object_id AND e.sequence < head.sequence
+      AND e.status IN ('pending', 'in_progress', 'retrying'))
+RETURNING u.id
+"""
+
+
+def sync_waiting_repair() -> int:
+    """Clear `waiting` on rows no open earlier row holds back any more (the periodic sweep runs it)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_WAITING_REPAIR_SQL)
+        return len(cursor.fetchall())
 
 
 # Extends the lease of the round's rows that are still its own; rows taken over (another claim token) are not.

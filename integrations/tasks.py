@@ -6,7 +6,7 @@ import time
 from celery import shared_task
 from django.utils import timezone
 
-from integrations import dispatcher
+from integrations import dispatcher, services, tally
 from integrations.models import Heartbeat, IntegrationSync
 
 log = logging.getLogger("integrations.worker")
@@ -31,6 +31,8 @@ def dispatch_integration(integration_id: int) -> int:
 def sweep_due_syncs() -> list[int]:
     """Re-dispatch due rows and rows whose lease expired: a lost message or a killed worker only delays."""
     beat_seen("sweep_due_syncs")
+    tally.compact()
+    services.sync_waiting_repair()
     ids = dispatcher.integrations_with_due_work()
     for integration_id in ids:
         dispatch_integration.delay(integration_id)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-APP_SERVICES = ("migrate", "web", "worker", "beat")
+APP_SERVICES = ("migrate", "web", "worker", "worker-light", "beat")
 
 
 def compose() -> dict:
@@ -52,8 +52,9 @@ def test_compose_runs_one_image_with_a_fitting_health_check_per_service():
     assert {services[name].get("image") for name in APP_SERVICES} == {"shop-sync:latest"}  # one image
     assert services["web"]["command"][0] == "gunicorn"
     assert "worker" in services["worker"]["command"] and "beat" in services["beat"]["command"]
-    for name in ("web", "worker", "beat"):
-        assert services[name]["healthcheck"]["test"] == ["CMD", "python", "manage.py", "healthcheck", name]
+    for name in ("web", "worker", "worker-light", "beat"):
+        check = "worker" if name == "worker-light" else name
+        assert services[name]["healthcheck"]["test"] == ["CMD", "python", "manage.py", "healthcheck", check]
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "healthcheck" not in services["migrate"] and services["migrate"]["restart"] == "no"  # it exits
     for name in ("postgres", "redis"):

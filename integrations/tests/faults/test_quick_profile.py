@@ -1,8 +1,8 @@
 """Fault-tolerance suite, QUICK profile: the real system in separate processes, faulty sandboxes, ~300 orders.
 
-What runs: a gunicorn web process (2 workers), two `celery -A app worker` processes (prefork, concurrency 2) and
-`celery beat` (DatabaseScheduler, sweep every second) against the test database and a redis-server of its own; the
-Bitrix24 sandbox (5xx 20 %, timeout 5 %, lost response 5 %, rate limit on; it posts ONCRMDEALUPDATE to our inbound
+What runs: a gunicorn web process (2 workers), two `celery -A app worker -Q celery,light` processes (prefork,
+concurrency 2) and `celery beat` (DatabaseScheduler, sweep every second) against the test database and a
+redis-server of its own; the Bitrix24 sandbox (5xx 20 %, timeout 5 %, lost response 5 %, rate limit on; it posts ONCRMDEALUPDATE to our inbound
 view) and the n8n receivers in this process. Traffic goes through the DRF API (staff creates customers, customers
 write their orders and profiles and sometimes cancel one, staff walk order statuses and delete) with stage changes
 made "in Bitrix24" interleaved, while faults are injected: SIGKILL of a worker mid-delivery, SIGTERM of the other
@@ -116,8 +116,9 @@ class Worker(Proc):
     def __init__(self, env: dict, log_dir: Path):
         Worker.count += 1
         name = f"faults{Worker.count}"
-        args = ["celery", "-A", "app", "worker", "--pool=prefork", "--concurrency=2", "--loglevel=INFO",
-                "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"]  # fmt: skip
+        args = ["celery", "-A", "app", "worker", "-Q", "celery,light", "--pool=prefork", "--concurrency=2",
+                "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "-n", f"{name}@%h"]  # fmt: skip
         super().__init__(name, args, env, log_dir)
 
 
@@ -736,7 +737,7 @@ def test_quick_profile_survives_faults_and_converges(settings, faults_redis, tmp
                 elif action == "redis_restart":
                     # SIGKILL the broker + rate-limit Redis and start it again, empty: queued messages are lost,
                     # every process's connections break; they must reconnect, and the sweeper deliver what was lost.
-                    queued = faults_redis.client.llen("celery")
+                    queued = faults_redis.client.llen("celery") + faults_redis.client.llen("light")
                     t_down = time.monotonic()
                     faults_redis.kill()
                     time.sleep(1.0)
