@@ -1,15 +1,15 @@
 """Fault-tolerance suite, QUICK profile: the real system in separate processes, faulty sandboxes, ~300 orders.
 
 What runs: a gunicorn web process (2 workers), two `celery -A app worker -Q celery,light` processes (prefork,
-concurrency 2) and `celery beat` (DatabaseScheduler, sweep every second) against the test database and a
-redis-server of its own; the Bitrix24 sandbox (5xx 20 %, timeout 5 %, lost response 5 %, rate limit on; it posts ONCRMDEALUPDATE to our inbound
-view) and the n8n receivers in this process. Traffic goes through the DRF API (staff creates customers, customers
-write their orders and profiles and sometimes cancel one, staff walk order statuses and delete) with stage changes
-made "in Bitrix24" interleaved, while faults are injected: SIGKILL of a worker mid-delivery, SIGTERM of the other
-(deploy), pg_terminate_backend, broker unreachable at commit, a restart of Redis (killed, back empty a second
-later), and a stretch in which the portal posts no events while stage changes are made there (only catch-up can
-see them). Security probes run along. Then faults stop, the system drains, reconcile runs once, and every invariant
-is checked. docs/reliability.md explains it; FAULTS_REPORT=<path> writes the table there too.
+concurrency 2) and `celery beat` (DatabaseScheduler, sweep every second) against the test database and a redis-server
+of its own; the Bitrix24 sandbox (5xx 20 %, timeout 5 %, lost response 5 %, rate limit on; it posts ONCRMDEALUPDATE to
+our inbound view) and the n8n receivers in this process. Traffic goes through the DRF API (staff creates customers,
+customers write their orders and profiles and sometimes cancel one, staff walk order statuses and delete) with stage
+changes made "in Bitrix24" interleaved, while faults are injected: SIGKILL of a worker mid-delivery, SIGTERM of the
+other (deploy), pg_terminate_backend, broker unreachable at commit, a restart of Redis (killed, back empty a second
+later), and a stretch in which the portal posts no events while stage changes are made there (only catch-up can see
+them). Security probes run along. Then faults stop, the system drains, reconcile runs once, and every invariant is
+checked. docs/reliability.md explains it; FAULTS_REPORT=<path> writes the table there too.
 """
 
 import os
