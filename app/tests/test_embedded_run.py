@@ -74,7 +74,7 @@ def test_embedded_run_answers_health_and_stops_cleanly():
             timeout=120,
         )
         assert status.returncode == 0, status.stderr[-3000:]
-        assert "bitrix24=yes" in status.stdout and "n8n-default=yes" in status.stdout, status.stdout
+        assert "Enabled (database): bitrix24=yes n8n=yes" in status.stdout, status.stdout
         assert requests.get(f"http://127.0.0.1:{web}/health/live/", timeout=5).status_code == 200  # still served
 
         proc.send_signal(signal.SIGTERM)
