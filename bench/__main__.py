@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     from bench import django_setup
 
     started = time.monotonic()
-    django_setup.setup(args.db or ("bench_smoke" if args.smoke else "bench"))
+    django_setup.setup(args.db or ("bench_smoke" if args.smoke else "bench"), fresh=args.smoke)
     from bench import report
 
     ctx = Context(args.smoke)

@@ -23,17 +23,21 @@ def bench_env(db_name: str) -> dict[str, str]:
     }
 
 
-def ensure_database(db_name: str) -> None:
+def ensure_database(db_name: str, *, fresh: bool = False) -> None:
+    """Create the bench database if missing; `fresh` drops it first (a schema left by another checkout's migrations
+    cannot break the run)."""
     import psycopg
 
     with psycopg.connect(f"{DEFAULT_PG}/postgres", autocommit=True) as conn:
+        if fresh:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name]).fetchone():
             conn.execute(f'CREATE DATABASE "{db_name}"')
 
 
-def setup(db_name: str) -> None:
+def setup(db_name: str, *, fresh: bool = False) -> None:
     os.environ.update(bench_env(db_name))
-    ensure_database(db_name)
+    ensure_database(db_name, fresh=fresh)
     import django
 
     django.setup()
